@@ -1,0 +1,87 @@
+"""Per-expert load statistics (model.md 2), vectorised over many steps."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import prange
+
+from moesim._jit import njit_parallel
+
+#: Names of the statistics, in the column order of ``_load_stats_rows``.
+LOAD_STAT_NAMES = ("max_vio", "cv", "entropy", "gini", "starved", "top10_share")
+
+
+@njit_parallel
+def _load_stats_rows(counts, starved_fraction, out):
+    """``out[s, :]`` = statistics of the loads ``counts[s, :]`` (NaN where a row sums to 0).
+
+    max_vio = max/mean - 1; cv = population std / mean; entropy = H(c/sum) / log E;
+    gini = sum_ij |c_i - c_j| / (2 E^2 mean); starved = #experts below ``starved_fraction`` of
+    the mean; top10_share = share of the ceil(E/10) most loaded experts.
+    """
+    n_rows, n_experts = counts.shape
+    n_top = max(1, math.ceil(0.1 * n_experts))
+    log_experts = math.log(n_experts) if n_experts > 1 else 1.0
+    for s in prange(n_rows):
+        row = counts[s].astype(np.float64)
+        total = row.sum()
+        if total <= 0:
+            out[s, :] = np.nan
+            continue
+        mean = total / n_experts
+        out[s, 0] = row.max() / mean - 1.0
+        out[s, 1] = math.sqrt(((row - mean) ** 2).mean()) / mean
+        entropy = 0.0
+        starved = 0
+        for e in range(n_experts):
+            if row[e] > 0:
+                p = row[e] / total
+                entropy -= p * math.log(p)
+            if row[e] < starved_fraction * mean:
+                starved += 1
+        out[s, 2] = entropy / log_experts if n_experts > 1 else 1.0
+        ordered = np.sort(row)
+        # sum_ij |x_i - x_j| = 2 * sum_i (2i - n + 1) x_(i) over ascending order, 0-based i.
+        weighted = 0.0
+        for i in range(n_experts):
+            weighted += (2 * i - n_experts + 1) * ordered[i]
+        out[s, 3] = weighted / (n_experts * total)
+        out[s, 4] = starved
+        top = 0.0
+        for i in range(n_experts - n_top, n_experts):
+            top += ordered[i]
+        out[s, 5] = top / total
+
+
+def load_stats(counts, starved_fraction: float = 0.1) -> dict:
+    """Balance statistics of per-expert loads.
+
+    Parameters
+    ----------
+    counts : ndarray, shape (E,) or (S, E), non-negative
+        Loads (assignments) per expert, for one step or for S steps.
+    starved_fraction : float
+        An expert is starved when its load is below this fraction of the mean load.
+
+    Returns
+    -------
+    dict
+        ``max_vio``, ``cv``, ``entropy`` (normalised to [0, 1]), ``gini``, ``starved`` (count),
+        ``top10_share``: floats for 1-D input, arrays of shape (S,) for 2-D input. NaN where the
+        total load is zero.
+    """
+    counts = np.asarray(counts)
+    if counts.ndim not in (1, 2) or counts.shape[-1] == 0:
+        raise ValueError(f"counts has shape {counts.shape}; it must be (E,) or (S, E) with E >= 1")
+    if not (np.issubdtype(counts.dtype, np.integer) or np.issubdtype(counts.dtype, np.floating)):
+        raise ValueError(f"counts has dtype {counts.dtype}; it must be numeric")
+    if counts.size and (not np.isfinite(counts).all() or counts.min() < 0):
+        raise ValueError("counts must be finite and non-negative")
+    rows = np.ascontiguousarray(np.atleast_2d(counts), dtype=np.float64)
+    out = np.empty((rows.shape[0], len(LOAD_STAT_NAMES)), dtype=np.float64)
+    _load_stats_rows(rows, float(starved_fraction), out)
+    if counts.ndim == 1:
+        return {name: float(out[0, j]) for j, name in enumerate(LOAD_STAT_NAMES)}
+    return {name: out[:, j].copy() for j, name in enumerate(LOAD_STAT_NAMES)}

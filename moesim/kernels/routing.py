@@ -1,0 +1,409 @@
+"""Scores, group-limited top-K selection and gate weights (model.md 1.2).
+
+Three layers, as in the rest of ``moesim.kernels``:
+
+* ``_route_row``: one token, serial, the whole of the routing semantics in one place;
+* ``_route_chunks``: the parallel driver, ``prange`` over fixed chunks of tokens, each chunk with
+  its own scratch buffers and its own row of per-expert counts (no shared mutable state);
+* ``route`` (public): validates arguments, allocates outputs and calls the driver.
+
+Numerics: scores are computed with float64 intermediates and stored in the input's dtype, so a
+float32 router compares float32 scores, as a float32 model would. The bias is added in the input's
+dtype. Gate weights are gathered from the stored scores and normalised in float64, then rounded
+to the input's dtype.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+from numba import prange
+
+from moesim._jit import CHUNK_TOKENS, n_chunks_for, njit, njit_parallel
+
+SCORE_SIGMOID = 0
+SCORE_SOFTMAX = 1
+SCORE_SOFTMAX_AFTER_TOPK = 2
+SCORE_CODES = {
+    "sigmoid": SCORE_SIGMOID,
+    "softmax": SCORE_SOFTMAX,
+    "softmax_after_topk": SCORE_SOFTMAX_AFTER_TOPK,
+}
+
+#: Added to the sum of the selected weights before normalising (Megatron-Core's guard).
+NORMALIZE_EPS = 1e-20
+
+
+class RouterSpec(NamedTuple):
+    """Resolved routing options, as the kernels take them (all defaults applied)."""
+
+    top_k: int
+    score_code: int
+    n_groups: int
+    topk_groups: int
+    group_score_topk: int
+    normalize: bool
+    route_scale: float
+
+
+@njit
+def _insert_descending(value, index, top_values, top_indices, filled, capacity):
+    """Insert ``(value, index)`` into a buffer kept in descending order of value.
+
+    Callers insert candidates in increasing ``index`` order; an equal value then never displaces
+    an earlier one, which is what makes ties go to the lower index. Returns the new fill level.
+    """
+    if filled == capacity:
+        if not value > top_values[capacity - 1]:
+            return filled
+        position = capacity - 1
+    else:
+        position = filled
+        filled += 1
+    while position > 0 and value > top_values[position - 1]:
+        top_values[position] = top_values[position - 1]
+        top_indices[position] = top_indices[position - 1]
+        position -= 1
+    top_values[position] = value
+    top_indices[position] = index
+    return filled
+
+
+@njit
+def _scores_row(logit_row, score_code, scores):
+    """Router scores of one token, written into ``scores`` (input dtype).
+
+    sigmoid: ``1 / (1 + exp(-z))``; softmax: over all experts, max-shifted;
+    softmax_after_topk: the logits themselves (the softmax comes after selection).
+    """
+    n_experts = logit_row.shape[0]
+    if score_code == SCORE_SIGMOID:
+        for e in range(n_experts):
+            scores[e] = 1.0 / (1.0 + math.exp(-np.float64(logit_row[e])))
+    elif score_code == SCORE_SOFTMAX:
+        shift = np.float64(logit_row[0])
+        for e in range(1, n_experts):
+            shift = max(shift, np.float64(logit_row[e]))
+        total = 0.0
+        for e in range(n_experts):
+            total += math.exp(np.float64(logit_row[e]) - shift)
+        for e in range(n_experts):
+            scores[e] = math.exp(np.float64(logit_row[e]) - shift) / total
+    else:
+        for e in range(n_experts):
+            scores[e] = logit_row[e]
+
+
+@njit
+def _gate_weights(logit_row, scores, indices, score_code, normalize, route_scale, weights_out):
+    """Gate weights of the selected experts (the bias never enters here).
+
+    ``weights_out[k] = S[indices[k]]``, or the softmax over the selected logits for
+    softmax_after_topk; optionally normalised to sum to one; then multiplied by ``route_scale``.
+    """
+    top_k = indices.shape[0]
+    total = 0.0
+    if score_code == SCORE_SOFTMAX_AFTER_TOPK:
+        shift = np.float64(logit_row[indices[0]])
+        for k in range(1, top_k):
+            shift = max(shift, np.float64(logit_row[indices[k]]))
+        exp_total = 0.0
+        for k in range(top_k):
+            exp_total += math.exp(np.float64(logit_row[indices[k]]) - shift)
+        for k in range(top_k):
+            weights_out[k] = math.exp(np.float64(logit_row[indices[k]]) - shift) / exp_total
+    else:
+        for k in range(top_k):
+            weights_out[k] = scores[indices[k]]
+    if normalize:
+        for k in range(top_k):
+            total += np.float64(weights_out[k])
+        total += NORMALIZE_EPS
+        for k in range(top_k):
+            weights_out[k] = np.float64(weights_out[k]) / total * route_scale
+    elif route_scale != 1.0:
+        for k in range(top_k):
+            weights_out[k] = np.float64(weights_out[k]) * route_scale
+
+
+@njit
+def _select_row(selection, top_k, n_groups, topk_groups, group_score_topk, scratch, out_indices):
+    """Group-limited top-K over one token's selection scores ``S' = S + b``.
+
+    With ``n_groups > 1`` a group's score is the sum of its ``group_score_topk`` best values of
+    ``S'``; the ``topk_groups`` best groups are kept and every expert outside them is out of the
+    race (equivalent to masking with -inf). Writes expert ids in descending order of ``S'``
+    (ties: lower id first) and returns nothing.
+    """
+    n_experts = selection.shape[0]
+    best_values = scratch.best_values
+    if n_groups == 1:
+        filled = 0
+        for e in range(n_experts):
+            filled = _insert_descending(selection[e], e, best_values, out_indices, filled, top_k)
+        return
+    group_size = n_experts // n_groups
+    group_values = scratch.group_values
+    group_members = scratch.group_members
+    group_scores = scratch.group_scores
+    kept_groups = scratch.kept_groups
+    for g in range(n_groups):
+        filled = 0
+        for e in range(g * group_size, (g + 1) * group_size):
+            filled = _insert_descending(
+                selection[e], e, group_values, group_members, filled, group_score_topk
+            )
+        group_score = group_values[0]
+        for j in range(1, group_score_topk):
+            group_score += group_values[j]
+        group_scores[g] = group_score
+    filled = 0
+    for g in range(n_groups):
+        filled = _insert_descending(
+            group_scores[g], g, scratch.kept_group_scores, kept_groups, filled, topk_groups
+        )
+    # Visit kept groups in increasing id, so experts are offered in increasing id (ties rule).
+    kept_groups[:topk_groups].sort()
+    filled = 0
+    for j in range(topk_groups):
+        g = kept_groups[j]
+        for e in range(g * group_size, (g + 1) * group_size):
+            filled = _insert_descending(selection[e], e, best_values, out_indices, filled, top_k)
+
+
+class _Scratch(NamedTuple):
+    scores: np.ndarray
+    selection: np.ndarray
+    best_values: np.ndarray
+    group_values: np.ndarray
+    group_members: np.ndarray
+    group_scores: np.ndarray
+    kept_group_scores: np.ndarray
+    kept_groups: np.ndarray
+
+
+@njit
+def _make_scratch(dtype_example, n_experts, top_k, n_groups, group_score_topk):
+    """Per-worker buffers for ``_route_row`` (allocated once per chunk, never shared)."""
+    return _Scratch(
+        np.empty(n_experts, dtype_example.dtype),
+        np.empty(n_experts, dtype_example.dtype),
+        np.empty(top_k, dtype_example.dtype),
+        np.empty(max(group_score_topk, 1), dtype_example.dtype),
+        np.empty(max(group_score_topk, 1), np.int64),
+        np.empty(n_groups, dtype_example.dtype),
+        np.empty(n_groups, dtype_example.dtype),
+        np.empty(n_groups, np.int64),
+    )
+
+
+@njit
+def _route_row(logit_row, bias, has_bias, spec, scratch, out_indices, out_weights):
+    """Route one token: scores, selection with bias and groups, gate weights."""
+    _scores_row(logit_row, spec.score_code, scratch.scores)
+    selection = scratch.selection
+    if has_bias:
+        for e in range(selection.shape[0]):
+            selection[e] = scratch.scores[e] + bias[e]
+    else:
+        selection[:] = scratch.scores
+    _select_row(
+        selection,
+        spec.top_k,
+        spec.n_groups,
+        spec.topk_groups,
+        spec.group_score_topk,
+        scratch,
+        out_indices,
+    )
+    _gate_weights(
+        logit_row,
+        scratch.scores,
+        out_indices,
+        spec.score_code,
+        spec.normalize,
+        spec.route_scale,
+        out_weights,
+    )
+
+
+@njit_parallel
+def _route_chunks(logits, bias, has_bias, spec, indices, weights, chunk_counts):
+    """Route every token; ``chunk_counts[c, e]`` counts chunk ``c``'s assignments to expert ``e``.
+
+    Chunks are fixed blocks of ``CHUNK_TOKENS`` tokens, so counts and outputs are the same
+    whatever the number of threads.
+    """
+    n_tokens, n_experts = logits.shape
+    n_chunks = chunk_counts.shape[0]
+    for c in prange(n_chunks):
+        scratch = _make_scratch(
+            logits[0, :1], n_experts, spec.top_k, spec.n_groups, spec.group_score_topk
+        )
+        start = c * CHUNK_TOKENS
+        stop = min(n_tokens, start + CHUNK_TOKENS)
+        for t in range(start, stop):
+            _route_row(logits[t], bias, has_bias, spec, scratch, indices[t], weights[t])
+            for k in range(spec.top_k):
+                chunk_counts[c, indices[t, k]] += 1
+
+
+# ----------------------------------------------------------------------------------------------
+# Validation and the public function
+
+
+def _check_logits(logits) -> np.ndarray:
+    logits = np.asarray(logits)
+    if logits.ndim != 2:
+        raise ValueError(
+            f"logits is {logits.ndim}-dimensional and must be 2-dimensional [tokens, experts]"
+        )
+    if logits.dtype not in (np.float32, np.float64):
+        raise ValueError(f"logits has dtype {logits.dtype}; it must be float32 or float64")
+    if logits.shape[0] == 0 or logits.shape[1] == 0:
+        raise ValueError(f"logits has shape {logits.shape}; it needs at least one token and expert")
+    if not np.isfinite(logits).all():
+        bad = np.argwhere(~np.isfinite(logits))[0]
+        raise ValueError(
+            f"logits must be finite; logits[{bad[0]}, {bad[1]}] is {logits[bad[0], bad[1]]}"
+        )
+    return np.ascontiguousarray(logits)
+
+
+def _check_bias(bias, n_experts: int, dtype) -> tuple[np.ndarray, bool]:
+    if bias is None:
+        return np.zeros(n_experts, dtype=dtype), False
+    bias = np.asarray(bias)
+    if bias.shape != (n_experts,):
+        raise ValueError(f"bias has shape {bias.shape}; it must have shape ({n_experts},)")
+    if not np.issubdtype(bias.dtype, np.floating) or not np.isfinite(bias).all():
+        raise ValueError("bias must be a finite floating-point vector")
+    return np.ascontiguousarray(bias, dtype=dtype), True
+
+
+def resolve_router_spec(
+    n_experts: int,
+    *,
+    top_k: int,
+    score: str = "sigmoid",
+    n_groups: int = 1,
+    topk_groups: int = 1,
+    group_score_topk: int | None = None,
+    normalize: bool | None = None,
+    route_scale: float = 1.0,
+    has_bias: bool = False,
+) -> RouterSpec:
+    """Check routing options against ``n_experts`` and fill in the DeepSeek defaults.
+
+    Raises
+    ------
+    ValueError
+        Naming the argument and the constraint it breaks.
+    """
+    if score not in SCORE_CODES:
+        raise ValueError(f"score is {score!r}; it must be one of {sorted(SCORE_CODES)}")
+    top_k, n_groups, topk_groups = int(top_k), int(n_groups), int(topk_groups)
+    if not 1 <= top_k <= n_experts:
+        raise ValueError(f"top_k is {top_k}; it must be between 1 and the {n_experts} experts")
+    if n_groups < 1 or n_experts % n_groups:
+        raise ValueError(
+            f"n_groups is {n_groups}; it must divide the number of experts {n_experts}"
+        )
+    if not 1 <= topk_groups <= n_groups:
+        raise ValueError(
+            f"topk_groups is {topk_groups}; it must be between 1 and n_groups={n_groups}"
+        )
+    group_size = n_experts // n_groups
+    if n_groups > 1 and topk_groups * group_size < top_k:
+        raise ValueError(
+            f"topk_groups * experts per group = {topk_groups} * {group_size} < top_k = {top_k}: "
+            "the kept groups hold too few experts"
+        )
+    if group_score_topk is None:
+        # DeepSeek-V3 Gate: sum of the top two with a bias, the max without.
+        group_score_topk = 2 if has_bias else 1
+        group_score_topk = min(group_score_topk, group_size)
+    group_score_topk = int(group_score_topk)
+    if n_groups > 1 and not 1 <= group_score_topk <= group_size:
+        raise ValueError(
+            f"group_score_topk is {group_score_topk}; it must be between 1 and the {group_size} "
+            "experts of a group"
+        )
+    if normalize is None:
+        normalize = score == "sigmoid"
+    route_scale = float(route_scale)
+    if not (math.isfinite(route_scale) and route_scale > 0):
+        raise ValueError(f"route_scale is {route_scale}; it must be a positive finite number")
+    return RouterSpec(
+        top_k,
+        SCORE_CODES[score],
+        n_groups,
+        topk_groups,
+        group_score_topk,
+        bool(normalize),
+        route_scale,
+    )
+
+
+def route(
+    logits,
+    bias=None,
+    *,
+    top_k: int,
+    score: str = "sigmoid",
+    n_groups: int = 1,
+    topk_groups: int = 1,
+    group_score_topk: int | None = None,
+    normalize: bool | None = None,
+    route_scale: float = 1.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Route tokens to experts (model.md 1.2; DeepSeek-V3 ``Gate`` / Megatron-Core semantics).
+
+    Parameters
+    ----------
+    logits : ndarray, shape (T, E), float32 or float64
+        Router logits ``Z = X W^T``. Computation happens in this dtype.
+    bias : ndarray, shape (E,), optional
+        Expert bias added to the scores for selection only.
+    top_k : int
+        Experts per token, K.
+    score : {"sigmoid", "softmax", "softmax_after_topk"}
+        Score function (DeepSeek-V3, DeepSeek-V2 / Switch, Mixtral / Megatron default).
+    n_groups, topk_groups : int
+        Group-limited routing: E/n_groups consecutive experts per group, keep ``topk_groups``.
+    group_score_topk : int, optional
+        Values summed for a group's score; ``None`` is DeepSeek-V3's rule (2 with a bias, else
+        1). Megatron-Core uses ``top_k // topk_groups``.
+    normalize : bool, optional
+        Normalise the selected weights to sum to one; default true for sigmoid only.
+    route_scale : float
+        Multiplier of the final weights (DeepSeek-V3: 2.5).
+
+    Returns
+    -------
+    indices : ndarray, shape (T, K), int64
+        Chosen experts, by descending selection score ``S + b`` (ties: lower expert id).
+    weights : ndarray, shape (T, K), dtype of ``logits``
+        Gate weights of the chosen experts.
+    """
+    logits = _check_logits(logits)
+    n_tokens, n_experts = logits.shape
+    bias, has_bias = _check_bias(bias, n_experts, logits.dtype)
+    spec = resolve_router_spec(
+        n_experts,
+        top_k=top_k,
+        score=score,
+        n_groups=n_groups,
+        topk_groups=topk_groups,
+        group_score_topk=group_score_topk,
+        normalize=normalize,
+        route_scale=route_scale,
+        has_bias=has_bias,
+    )
+    indices = np.empty((n_tokens, spec.top_k), dtype=np.int64)
+    weights = np.empty((n_tokens, spec.top_k), dtype=logits.dtype)
+    chunk_counts = np.zeros((n_chunks_for(n_tokens), n_experts), dtype=np.int64)
+    _route_chunks(logits, bias, has_bias, spec, indices, weights, chunk_counts)
+    return indices, weights

@@ -1,0 +1,116 @@
+"""The fused routing step: logits -> indices, weights, kept mask and per-expert counts.
+
+One parallel pass routes every token and counts assignments per fixed chunk of tokens; when a
+capacity is set, a second pass (which needs every expert's full demand first) marks the drops.
+The score-to-weight math is the same code as :func:`moesim.route`'s.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from moesim._jit import n_chunks_for, njit
+from moesim.kernels.capacity import (
+    POLICY_CODES,
+    _capacity_keep,
+    check_capacity_args,
+    expert_capacity,
+)
+from moesim.kernels.routing import (
+    RouterSpec,
+    _check_bias,
+    _check_logits,
+    _route_chunks,
+    resolve_router_spec,
+)
+
+NO_CAPACITY = -1
+
+
+class RoutingStep(NamedTuple):
+    """Result of one routing step (T tokens, E experts, K per token)."""
+
+    indices: np.ndarray  #: (T, K) int64, chosen experts by descending selection score
+    weights: np.ndarray  #: (T, K) logits' dtype, gate weights
+    keep: np.ndarray  #: (T, K) bool, assignment survived the capacity limit
+    demand: np.ndarray  #: (E,) int64, assignments per expert before drops
+    kept: np.ndarray  #: (E,) int64, assignments per expert after drops
+
+
+@njit
+def _routing_step(
+    logits, bias, has_bias, spec, capacity, policy_code, indices, weights, keep, chunk_counts
+):
+    """Route, count and (if ``capacity >= 0``) drop; returns ``(demand, kept)``."""
+    _route_chunks(logits, bias, has_bias, spec, indices, weights, chunk_counts)
+    demand = chunk_counts.sum(axis=0)
+    if capacity < 0:
+        keep[:, :] = True
+        return demand, demand.copy()
+    _capacity_keep(indices, weights, chunk_counts, capacity, policy_code, keep)
+    # An expert keeps min(demand, capacity) under either policy.
+    return demand, np.minimum(demand, capacity)
+
+
+def run_routing_step(
+    logits: np.ndarray,
+    bias: np.ndarray,
+    has_bias: bool,
+    spec: RouterSpec,
+    capacity: int,
+    policy_code: int,
+) -> RoutingStep:
+    """Fused step on already-validated inputs (the engine's hot path; no checks)."""
+    n_tokens, n_experts = logits.shape
+    indices = np.empty((n_tokens, spec.top_k), dtype=np.int64)
+    weights = np.empty((n_tokens, spec.top_k), dtype=logits.dtype)
+    keep = np.empty((n_tokens, spec.top_k), dtype=np.bool_)
+    chunk_counts = np.zeros((n_chunks_for(n_tokens), n_experts), dtype=np.int64)
+    demand, kept = _routing_step(
+        logits, bias, has_bias, spec, capacity, policy_code, indices, weights, keep, chunk_counts
+    )
+    return RoutingStep(indices, weights, keep, demand, kept)
+
+
+def routing_step(
+    logits,
+    bias=None,
+    *,
+    top_k: int,
+    score: str = "sigmoid",
+    n_groups: int = 1,
+    topk_groups: int = 1,
+    group_score_topk: int | None = None,
+    normalize: bool | None = None,
+    route_scale: float = 1.0,
+    capacity_factor: float | None = None,
+    capacity_policy: str = "probs",
+) -> RoutingStep:
+    """Route a batch, apply capacity and count loads in one fused kernel call.
+
+    Takes the arguments of :func:`moesim.route` and :func:`moesim.apply_capacity`; equals
+    ``route`` + ``apply_capacity`` + ``bincount`` exactly, whatever ``NUMBA_NUM_THREADS`` is.
+    """
+    logits = _check_logits(logits)
+    n_tokens, n_experts = logits.shape
+    bias, has_bias = _check_bias(bias, n_experts, logits.dtype)
+    spec = resolve_router_spec(
+        n_experts,
+        top_k=top_k,
+        score=score,
+        n_groups=n_groups,
+        topk_groups=topk_groups,
+        group_score_topk=group_score_topk,
+        normalize=normalize,
+        route_scale=route_scale,
+        has_bias=has_bias,
+    )
+    check_capacity_args(capacity_factor, capacity_policy)
+    capacity = (
+        NO_CAPACITY
+        if capacity_factor is None
+        else expert_capacity(n_tokens, spec.top_k, n_experts, capacity_factor)
+    )
+    return run_routing_step(logits, bias, has_bias, spec, capacity, POLICY_CODES[capacity_policy])
