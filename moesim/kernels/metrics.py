@@ -7,7 +7,7 @@ import math
 import numpy as np
 from numba import prange
 
-from moesim._jit import njit_parallel
+from moesim._jit import njit, njit_parallel
 
 #: Names of the statistics, in the column order of ``_load_stats_rows``.
 LOAD_STAT_NAMES = ("max_vio", "cv", "entropy", "gini", "starved", "top10_share")
@@ -85,3 +85,71 @@ def load_stats(counts, starved_fraction: float = 0.1) -> dict:
     if counts.ndim == 1:
         return {name: float(out[0, j]) for j, name in enumerate(LOAD_STAT_NAMES)}
     return {name: out[:, j].copy() for j, name in enumerate(LOAD_STAT_NAMES)}
+
+
+@njit
+def _assignment_counts(indices, keep, clusters, joint):
+    """Accumulate kept assignments into ``joint[cluster, expert]``; count drops per token.
+
+    Returns ``(tokens with any dropped assignment, tokens with every assignment dropped)``.
+    """
+    n_tokens, top_k = indices.shape
+    any_dropped = 0
+    all_dropped = 0
+    for t in range(n_tokens):
+        dropped = 0
+        for k in range(top_k):
+            if keep[t, k]:
+                joint[clusters[t], indices[t, k]] += 1
+            else:
+                dropped += 1
+        any_dropped += dropped > 0
+        all_dropped += dropped == top_k
+    return any_dropped, all_dropped
+
+
+@njit
+def _top_k_overlap(indices_a, indices_b, n_experts):
+    """Mean fraction of each row's experts in ``indices_a`` that also appear in ``indices_b``."""
+    n_tokens, top_k = indices_a.shape
+    marks = np.full(n_experts, -1, dtype=np.int64)
+    shared = 0
+    for t in range(n_tokens):
+        for k in range(top_k):
+            marks[indices_b[t, k]] = t
+        for k in range(top_k):
+            shared += marks[indices_a[t, k]] == t
+    return shared / (n_tokens * top_k)
+
+
+def specialization(joint) -> float:
+    """Mutual information of cluster and expert over the cluster entropy, in [0, 1].
+
+    ``joint[c, e]`` counts kept assignments of cluster-``c`` tokens to expert ``e``. 1 means the
+    expert identifies the cluster; 0 means routing ignores it. NaN with a single cluster.
+    """
+    joint = np.asarray(joint, dtype=np.float64)
+    total = joint.sum()
+    if total <= 0:
+        return float("nan")
+    p = joint / total
+    p_cluster = p.sum(axis=1)
+    p_expert = p.sum(axis=0)
+    nz = p > 0
+    mutual = float((p[nz] * np.log(p[nz] / np.outer(p_cluster, p_expert)[nz])).sum())
+    pc = p_cluster[p_cluster > 0]
+    cluster_entropy = float(-(pc * np.log(pc)).sum())
+    return mutual / cluster_entropy if cluster_entropy > 0 else float("nan")
+
+
+def max_vio_noise_floor(n_tokens: int, top_k: int, n_experts: int) -> float:
+    """MaxVio_batch that perfectly balanced random routing still shows (sampling noise).
+
+    Each expert's load is Binomial(T, K/E); the largest of E such loads exceeds the mean by
+    about ``sqrt(2 ln E)`` standard deviations.
+    """
+    p = top_k / n_experts
+    mean = n_tokens * p
+    if n_experts < 2 or p >= 1:
+        return 0.0
+    return math.sqrt(2 * math.log(n_experts)) * math.sqrt(n_tokens * p * (1 - p)) / mean

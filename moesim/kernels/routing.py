@@ -407,3 +407,33 @@ def route(
     chunk_counts = np.zeros((n_chunks_for(n_tokens), n_experts), dtype=np.int64)
     _route_chunks(logits, bias, has_bias, spec, indices, weights, chunk_counts)
     return indices, weights
+
+
+@njit_parallel
+def _logits_chunks(tokens, centroids_t, logits):
+    """``logits = tokens @ centroids_t`` for tokens (T, d) and centroids_t (d, E).
+
+    Row by row with the expert loop innermost (an axpy, which vectorises without fastmath). No
+    BLAS in the step loop: OpenBLAS's spinning threads would compete with Numba's for the
+    cores, and each row's sums here are the same whatever the number of threads.
+    """
+    n_tokens, dim = tokens.shape
+    n_experts = centroids_t.shape[1]
+    for c in prange((n_tokens + CHUNK_TOKENS - 1) // CHUNK_TOKENS):
+        # A private accumulator: the compiler need not fear aliasing with the inputs.
+        accumulator = np.empty(n_experts, dtype=logits.dtype)
+        for t in range(c * CHUNK_TOKENS, min(n_tokens, (c + 1) * CHUNK_TOKENS)):
+            accumulator[:] = 0.0
+            for j in range(dim):
+                x = tokens[t, j]
+                for e in range(n_experts):
+                    accumulator[e] += x * centroids_t[j, e]
+            logits[t, :] = accumulator
+
+
+def router_logits(tokens: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """Router logits ``Z = X W^T`` (T, E) in the tokens' dtype, computed by Numba."""
+    centroids_t = np.ascontiguousarray(centroids.T, dtype=tokens.dtype)
+    logits = np.empty((tokens.shape[0], centroids.shape[0]), dtype=tokens.dtype)
+    _logits_chunks(np.ascontiguousarray(tokens), centroids_t, logits)
+    return logits

@@ -1,0 +1,567 @@
+"""The closed loop of model.md section 1, one scenario variant at a time.
+
+    tokens X[T,d] -> logits Z = X W^T -> route (scores, bias, groups, top-K) -> capacity
+      -> loads and metrics -> bias update -> (router learning)
+
+State is plain arrays (centroids ``W``, bias ``b``, counters). Per-step scalars are recorded
+every ``record_every`` steps; per-expert loads are summed over each record window, so memory
+grows with the number of records, not of steps.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from moesim import tokens as token_stream
+from moesim._jit import n_chunks_for
+from moesim.kernels.balance import RULE_CODES, _bias_update
+from moesim.kernels.capacity import POLICY_CODES, expert_capacity
+from moesim.kernels.metrics import (
+    _assignment_counts,
+    _top_k_overlap,
+    load_stats,
+    max_vio_noise_floor,
+    specialization,
+)
+from moesim.kernels.routing import (
+    RouterSpec,
+    _route_chunks,
+    resolve_router_spec,
+    router_logits,
+)
+from moesim.kernels.step import NO_CAPACITY, run_routing_step
+
+#: Columns of the per-record history, in order (see docs/metrics.md for meanings).
+HISTORY_COLUMNS = (
+    "step",
+    "max_vio_batch",
+    "max_vio_window",
+    "cv",
+    "entropy",
+    "gini",
+    "starved",
+    "top10_share",
+    "max_vio_batch_kept",
+    "drop_rate",
+    "token_drop_rate",
+    "fully_dropped_rate",
+    "padding_waste",
+    "bias_min",
+    "bias_mean",
+    "bias_max",
+    "fidelity",
+    "specialization",
+)
+
+
+@dataclass
+class VariantResult:
+    """Outcome of one variant: summary, per-record history and per-expert arrays.
+
+    Attributes
+    ----------
+    history : dict[str, ndarray (R,)]
+        One entry per recorded step, columns :data:`HISTORY_COLUMNS`.
+    loads, demand : ndarray (R, E) int64
+        Kept / demanded assignments per expert summed over each record window.
+    bias : ndarray (R, E) float32
+        Bias at each recorded step.
+    final_loads : ndarray (E,) int64
+        Demand per expert summed over the final window (basis of MaxVio_global).
+    """
+
+    name: str
+    scenario: object
+    summary: dict
+    history: dict
+    loads: np.ndarray
+    demand: np.ndarray
+    bias: np.ndarray
+    final_loads: np.ndarray
+    final_bias: np.ndarray
+    partial: bool = False
+
+
+@dataclass
+class Result:
+    """All variants of a scenario, in scenario order."""
+
+    scenario: object
+    variants: list[VariantResult] = field(default_factory=list)
+    partial: bool = False
+
+    @property
+    def summary(self) -> dict[str, dict]:
+        """Summary metrics per variant name."""
+        return {v.name: v.summary for v in self.variants}
+
+    @property
+    def history(self) -> dict[str, np.ndarray]:
+        """Tidy history: one row per variant and recorded step, a ``variant`` column first."""
+        columns: dict[str, list] = {"variant": []}
+        for v in self.variants:
+            columns["variant"].extend([v.name] * len(v.history["step"]))
+        for name in HISTORY_COLUMNS:
+            parts = [v.history[name] for v in self.variants]
+            columns[name] = np.concatenate(parts) if parts else np.empty(0)
+        columns["variant"] = np.asarray(columns["variant"], dtype=object)
+        return columns
+
+    def __getitem__(self, name: str) -> VariantResult:
+        for v in self.variants:
+            if v.name == name:
+                return v
+        raise KeyError(f"no variant {name!r}; variants are {[v.name for v in self.variants]}")
+
+
+def record_every_for(scenario) -> int:
+    """Steps between recorded rows (``metrics.record_every`` or about 1000 rows per run)."""
+    chosen = scenario.metrics.record_every
+    return int(chosen) if chosen else max(1, math.ceil(scenario.steps / 1000))
+
+
+def final_window_for(scenario) -> int:
+    """Steps in the final window (``metrics.window`` or the last 10% of the run)."""
+    chosen = scenario.metrics.window
+    return min(scenario.steps, int(chosen) if chosen else max(1, scenario.steps // 10))
+
+
+def router_spec_for(scenario) -> RouterSpec:
+    router = scenario.router
+    return resolve_router_spec(
+        router.experts,
+        top_k=router.top_k,
+        score=router.score,
+        n_groups=router.groups,
+        topk_groups=router.topk_groups,
+        group_score_topk=router.group_score_topk,
+        normalize=router.normalize,
+        route_scale=router.route_scale,
+        has_bias=scenario.balance.bias.enabled,
+    )
+
+
+def bias_rate_at(bias_config, step: int, steps: int) -> float:
+    """Bias update rate at ``step`` under the configured schedule (model.md 1.4)."""
+    rate = bias_config.rate
+    schedule = bias_config.schedule
+    if schedule == "freeze":
+        return rate if step < bias_config.freeze_at * steps else 0.0
+    if schedule == "warmup" and bias_config.warmup_steps > 0:
+        return rate * min(1.0, (step + 1) / bias_config.warmup_steps)
+    if schedule == "decay" and bias_config.warmup_steps > 0:
+        decay_start = steps - bias_config.warmup_steps
+        if step >= decay_start:
+            return rate * max(0.0, 1.0 - (step - decay_start + 1) / bias_config.warmup_steps)
+    return rate
+
+
+def initial_centroids(router_config, dim: int, seed: np.random.SeedSequence) -> np.ndarray:
+    """Router centroids ``W`` (E, d) float32: N(0, 1) * init_scale.
+
+    ``init_skew`` adds a common component to the first 1/16 of the experts (at least one) along
+    the mean token direction, so they start with higher logits for every token: the seed of a
+    rich-get-richer collapse.
+    """
+    rng = np.random.default_rng(seed)
+    centroids = rng.standard_normal((router_config.experts, dim)) * router_config.init_scale
+    if router_config.init_skew > 0:
+        favoured = max(1, router_config.experts // 16)
+        direction = rng.standard_normal(dim)
+        centroids[:favoured] += router_config.init_skew * direction / np.linalg.norm(direction)
+    return centroids.astype(np.float32)
+
+
+def simulate_variant(
+    scenario, name: str = "base", *, stream=None, on_step=None, should_stop=None
+) -> VariantResult:
+    """Run one resolved scenario (no variants) and return its result.
+
+    Parameters
+    ----------
+    stream : TokenStream, optional
+        Token stream to share between variants (common random numbers); made from the
+        scenario's seed when omitted.
+    on_step : callable(int), optional
+        Called with the number of finished steps (progress bars).
+    should_stop : callable() -> bool, optional
+        Checked every step; a true value (or KeyboardInterrupt) ends the run early and the
+        result is marked partial.
+    """
+    started = time.perf_counter()
+    tokens_seed, init_seed, _learning_seed = np.random.SeedSequence(scenario.seed).spawn(3)
+    if stream is None:
+        stream = token_stream.make_stream(scenario.tokens, tokens_seed)
+    router = scenario.router
+    bias_config = scenario.balance.bias
+    n_tokens = scenario.tokens.tokens_per_step
+    n_experts = router.experts
+    steps = scenario.steps
+    spec = router_spec_for(scenario)
+    has_bias = bool(bias_config.enabled)
+    capacity_factor = scenario.capacity.factor
+    capacity = (
+        NO_CAPACITY
+        if capacity_factor is None
+        else expert_capacity(n_tokens, spec.top_k, n_experts, capacity_factor)
+    )
+    policy_code = POLICY_CODES[scenario.capacity.policy]
+    rule_code = RULE_CODES[bias_config.rule]
+    metrics_config = scenario.metrics
+
+    centroids = initial_centroids(router, stream.dim, init_seed)
+    bias = np.zeros(n_experts, dtype=np.float32)
+    n_clusters = stream.base_weights.shape[0]
+
+    record_every = record_every_for(scenario)
+    window = final_window_for(scenario)
+    window_start = steps - window
+    n_records = math.ceil(steps / record_every)
+    history = {name_: np.full(n_records, np.nan) for name_ in HISTORY_COLUMNS}
+    record_loads = np.zeros((n_records, n_experts), dtype=np.int64)
+    record_demand = np.zeros((n_records, n_experts), dtype=np.int64)
+    record_bias = np.zeros((n_records, n_experts), dtype=np.float32)
+
+    bias_window_counts = np.zeros(n_experts, dtype=np.int64)
+    joint = np.zeros((n_clusters, n_experts), dtype=np.int64)
+    final_loads = np.zeros(n_experts, dtype=np.int64)
+    bias_low = np.full(n_experts, np.inf)
+    bias_high = np.full(n_experts, -np.inf)
+    window_loads = np.zeros(n_experts, dtype=np.int64)
+    window_kept = np.zeros(n_experts, dtype=np.int64)
+    window_drops = np.zeros(3, dtype=np.int64)  # assignments, tokens with any, fully dropped
+    run_drops = np.zeros(3, dtype=np.int64)
+    final_drops = np.zeros(3, dtype=np.int64)
+    sum_max_vio = 0.0
+    sum_max_vio_final = 0.0
+    last_unbalanced = -1
+    noise_floor = max_vio_noise_floor(n_tokens, spec.top_k, n_experts)
+    threshold = metrics_config.balance_threshold
+    if threshold is None:
+        threshold = 2.0 * noise_floor
+    unbiased_indices = np.empty((n_tokens, spec.top_k), dtype=np.int64)
+    unbiased_weights = np.empty((n_tokens, spec.top_k), dtype=np.float32)
+    fidelity_chunk_counts = np.zeros((n_chunks_for(n_tokens), n_experts), dtype=np.int64)
+    records_done = 0
+    steps_done = 0
+    partial = False
+    try:
+        for step in range(steps):
+            if should_stop is not None and should_stop():
+                partial = True
+                break
+            x, clusters = token_stream.generate(stream, step, n_tokens)
+            logits = router_logits(x, centroids)
+            routed = run_routing_step(logits, bias, has_bias, spec, capacity, policy_code)
+            demand, kept = routed.demand, routed.kept
+            any_dropped, all_dropped = _assignment_counts(
+                routed.indices, routed.keep, clusters, joint
+            )
+            drops = np.array([demand.sum() - kept.sum(), any_dropped, all_dropped], dtype=np.int64)
+            window_drops += drops
+            run_drops += drops
+            window_loads += demand
+            window_kept += kept
+            mean_load = n_tokens * spec.top_k / n_experts
+            max_vio = demand.max() / mean_load - 1.0
+            sum_max_vio += max_vio
+            if max_vio >= threshold:
+                last_unbalanced = step
+            if step >= window_start:
+                final_loads += demand
+                final_drops += drops
+                sum_max_vio_final += max_vio
+
+            # Loss-free balancing: counts over the update window, then one bias update.
+            if has_bias:
+                bias_window_counts += kept if bias_config.counts == "kept" else demand
+                if (step + 1) % bias_config.every == 0:
+                    rate = bias_rate_at(bias_config, step, steps)
+                    if rate > 0:
+                        _bias_update(
+                            bias, bias_window_counts, rate, rule_code, bias_config.center, bias
+                        )
+                    bias_window_counts[:] = 0
+                if step >= window_start:
+                    np.minimum(bias_low, bias, out=bias_low)
+                    np.maximum(bias_high, bias, out=bias_high)
+
+            if (step + 1) % record_every == 0 or step == steps - 1:
+                r = records_done
+                stats = load_stats(demand, metrics_config.starved_fraction)
+                row = history
+                row["step"][r] = step
+                row["max_vio_batch"][r] = max_vio
+                row["max_vio_window"][r] = window_loads.max() / window_loads.mean() - 1.0
+                for key in ("cv", "entropy", "gini", "starved", "top10_share"):
+                    row[key][r] = stats[key]
+                row["max_vio_batch_kept"][r] = kept.max() / mean_load - 1.0
+                window_steps = step + 1 - (r * record_every)
+                row["drop_rate"][r] = window_drops[0] / (window_steps * n_tokens * spec.top_k)
+                row["token_drop_rate"][r] = window_drops[1] / (window_steps * n_tokens)
+                row["fully_dropped_rate"][r] = window_drops[2] / (window_steps * n_tokens)
+                if capacity != NO_CAPACITY and scenario.capacity.pad_to_capacity:
+                    slots = window_steps * n_experts * capacity
+                    row["padding_waste"][r] = 1.0 - window_kept.sum() / slots
+                else:
+                    row["padding_waste"][r] = 0.0
+                row["bias_min"][r] = bias.min()
+                row["bias_mean"][r] = bias.mean()
+                row["bias_max"][r] = bias.max()
+                if has_bias and metrics_config.fidelity:
+                    if unbiased_weights.dtype != logits.dtype:
+                        unbiased_weights = unbiased_weights.astype(logits.dtype)
+                    # The same router without the bias: what the scores alone would choose.
+                    fidelity_chunk_counts[:] = 0
+                    _route_chunks(
+                        logits,
+                        bias,
+                        False,
+                        spec,
+                        unbiased_indices,
+                        unbiased_weights,
+                        fidelity_chunk_counts,
+                    )
+                    row["fidelity"][r] = _top_k_overlap(routed.indices, unbiased_indices, n_experts)
+                else:
+                    row["fidelity"][r] = 1.0
+                row["specialization"][r] = specialization(joint) if n_clusters > 1 else np.nan
+                record_loads[r] = window_kept
+                record_demand[r] = window_loads
+                record_bias[r] = bias
+                records_done += 1
+                window_loads[:] = 0
+                window_kept[:] = 0
+                window_drops[:] = 0
+                joint[:] = 0
+            steps_done = step + 1
+            if on_step is not None:
+                on_step(steps_done)
+    except KeyboardInterrupt:
+        partial = True
+
+    history = {key: values[:records_done].copy() for key, values in history.items()}
+    final_steps = steps_done - window_start
+    if final_steps <= 0:
+        # Interrupted before the final window: use the last recorded windows instead.
+        last_records = max(1, math.ceil(window / record_every))
+        final_loads = record_demand[:records_done][-last_records:].sum(axis=0)
+        final_steps = min(steps_done, last_records * record_every)
+    summary = summarize(
+        scenario,
+        name=name,
+        steps_done=steps_done,
+        partial=partial or steps_done < steps,
+        history=history,
+        final_loads=final_loads,
+        final_window_steps=final_steps,
+        sum_max_vio=sum_max_vio,
+        sum_max_vio_final=sum_max_vio_final,
+        run_drops=run_drops,
+        final_drops=final_drops,
+        last_unbalanced=last_unbalanced,
+        threshold=threshold,
+        noise_floor=noise_floor,
+        bias_range=(bias_high - bias_low) if has_bias and steps_done > window_start else None,
+        seconds=time.perf_counter() - started,
+        spec=spec,
+        capacity=capacity,
+    )
+    return VariantResult(
+        name=name,
+        scenario=scenario,
+        summary=summary,
+        history=history,
+        loads=record_loads[:records_done].copy(),
+        demand=record_demand[:records_done].copy(),
+        bias=record_bias[:records_done].copy(),
+        final_loads=final_loads,
+        final_bias=bias.copy(),
+        partial=summary["partial"],
+    )
+
+
+def summarize(
+    scenario,
+    *,
+    name,
+    steps_done,
+    partial,
+    history,
+    final_loads,
+    final_window_steps,
+    sum_max_vio,
+    sum_max_vio_final,
+    run_drops,
+    final_drops,
+    last_unbalanced,
+    threshold,
+    noise_floor,
+    bias_range,
+    seconds,
+    spec,
+    capacity,
+) -> dict:
+    """Per-run summary (model.md 2): MaxVio_global, balance, drops and a collapse verdict."""
+    metrics_config = scenario.metrics
+    n_tokens = scenario.tokens.tokens_per_step
+    n_experts = scenario.router.experts
+    assignments_per_step = n_tokens * spec.top_k
+    final_stats = load_stats(final_loads, metrics_config.starved_fraction)
+    starved = int(final_stats["starved"]) if steps_done else 0
+    max_vio_global = final_stats["max_vio"]
+    nan = float("nan")
+
+    def mean_of(column: str) -> float:
+        values = history[column]
+        finite = values[np.isfinite(values)]
+        return float(finite[-max(1, len(finite) // 10) :].mean()) if len(finite) else nan
+
+    if not steps_done:
+        verdict, reason = "no data", "no step finished"
+    elif max_vio_global > metrics_config.collapse_max_vio:
+        verdict = "collapsed"
+        reason = f"MaxVio_global {max_vio_global:.2f} > {metrics_config.collapse_max_vio:g}"
+    elif starved > metrics_config.collapse_starved_fraction * n_experts:
+        verdict = "collapsed"
+        reason = (
+            f"{starved} of {n_experts} experts starved "
+            f"(> {metrics_config.collapse_starved_fraction:.0%})"
+        )
+    elif max_vio_global < 0.1 and starved == 0:
+        verdict, reason = "balanced", f"MaxVio_global {max_vio_global:.3f} < 0.1, none starved"
+    else:
+        verdict = "imbalanced"
+        reason = f"MaxVio_global {max_vio_global:.3f}, {starved} starved"
+    balanced_from = last_unbalanced + 1
+    steps_to_balance = balanced_from if steps_done and balanced_from < steps_done else None
+    return {
+        "variant": name,
+        "steps": scenario.steps,
+        "steps_done": steps_done,
+        "partial": bool(partial),
+        "max_vio_global": max_vio_global,
+        "mean_max_vio_batch": sum_max_vio / steps_done if steps_done else nan,
+        "final_max_vio_batch": (
+            sum_max_vio_final / final_window_steps
+            if sum_max_vio_final and final_window_steps
+            else mean_of("max_vio_batch")
+        ),
+        "max_vio_noise_floor": noise_floor,
+        "cv": final_stats["cv"],
+        "entropy": final_stats["entropy"],
+        "gini": final_stats["gini"],
+        "starved": starved,
+        "top10_share": final_stats["top10_share"],
+        "drop_rate": run_drops[0] / (steps_done * assignments_per_step) if steps_done else nan,
+        "token_drop_rate": run_drops[1] / (steps_done * n_tokens) if steps_done else nan,
+        "fully_dropped_rate": run_drops[2] / (steps_done * n_tokens) if steps_done else nan,
+        "final_drop_rate": (
+            final_drops[0] / (final_window_steps * assignments_per_step)
+            if final_window_steps
+            else nan
+        ),
+        "capacity": None if capacity < 0 else int(capacity),
+        "steps_to_balance": steps_to_balance,
+        "balance_threshold": threshold,
+        "bias_oscillation": float(bias_range.mean()) if bias_range is not None else nan,
+        "fidelity": mean_of("fidelity"),
+        "specialization": mean_of("specialization"),
+        "final_window_steps": int(final_window_steps),
+        "verdict": verdict,
+        "verdict_reason": reason,
+        "seconds": seconds,
+        "steps_per_second": steps_done / seconds if seconds > 0 else nan,
+    }
+
+
+def simulate(scenario, *, progress: bool = False, on_variant=None, should_stop=None) -> Result:
+    """Run every variant of a scenario on one shared token stream.
+
+    Parameters
+    ----------
+    scenario : Scenario, dict or path
+        Anything :func:`moesim.load_scenario` accepts.
+    progress : bool
+        Show a rich progress bar per variant.
+    on_variant : callable(Result), optional
+        Called after each variant finishes (the CLI saves results there, so an interrupted run
+        keeps the variants it finished).
+    should_stop : callable() -> bool, optional
+        Polled every step; see :func:`simulate_variant`.
+
+    Returns
+    -------
+    Result
+        ``.summary`` (per variant) and ``.history`` (tidy columns), plus per-expert arrays.
+    """
+    from moesim.scenario import expand_variants, load_scenario
+
+    scenario = load_scenario(scenario)
+    variants = expand_variants(scenario)
+    result = Result(scenario=scenario)
+    with _progress(progress) as bar:
+        for name, variant in variants:
+            # Every variant's stream comes from the scenario's one seed, so variants with the
+            # same tokens config see the same tokens (common random numbers).
+            task = bar.add_task(name, total=variant.steps) if bar is not None else None
+
+            def on_step(done, task=task):
+                if bar is not None:
+                    bar.update(task, completed=done)
+
+            try:
+                outcome = simulate_variant(variant, name, on_step=on_step, should_stop=should_stop)
+            except KeyboardInterrupt:
+                result.partial = True
+                break
+            result.variants.append(outcome)
+            if outcome.partial:
+                result.partial = True
+            if on_variant is not None:
+                on_variant(result)
+            if outcome.partial:
+                break
+    return result
+
+
+class _NoProgress:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _progress(enabled: bool):
+    if not enabled:
+        return _NoProgress()
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    from rich.text import Text
+
+    class StepsPerSecond(ProgressColumn):
+        def render(self, task):
+            return Text(f"{task.speed:,.0f} steps/s" if task.speed else "", style="cyan")
+
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        StepsPerSecond(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        transient=False,
+    )
