@@ -20,6 +20,12 @@ from moesim import tokens as token_stream
 from moesim._jit import n_chunks_for
 from moesim.kernels.balance import RULE_CODES, _bias_update
 from moesim.kernels.capacity import POLICY_CODES, expert_capacity
+from moesim.kernels.learning import (
+    CompetenceAffinityReward,
+    _aux_counts,
+    _router_gradient,
+    aux_coefficients,
+)
 from moesim.kernels.metrics import (
     _assignment_counts,
     _top_k_overlap,
@@ -55,6 +61,10 @@ HISTORY_COLUMNS = (
     "bias_max",
     "fidelity",
     "specialization",
+    "quality",
+    "quality_ratio",
+    "aux_loss",
+    "z_loss",
 )
 
 
@@ -193,7 +203,7 @@ def simulate_variant(
         result is marked partial.
     """
     started = time.perf_counter()
-    tokens_seed, init_seed, _learning_seed = np.random.SeedSequence(scenario.seed).spawn(3)
+    tokens_seed, init_seed, learning_seed = np.random.SeedSequence(scenario.seed).spawn(3)
     if stream is None:
         stream = token_stream.make_stream(scenario.tokens, tokens_seed)
     router = scenario.router
@@ -246,6 +256,7 @@ def simulate_variant(
     unbiased_indices = np.empty((n_tokens, spec.top_k), dtype=np.int64)
     unbiased_weights = np.empty((n_tokens, spec.top_k), dtype=np.float32)
     fidelity_chunk_counts = np.zeros((n_chunks_for(n_tokens), n_experts), dtype=np.int64)
+    learner = RouterLearner(scenario, spec, stream.dim, learning_seed)
     records_done = 0
     steps_done = 0
     partial = False
@@ -290,8 +301,13 @@ def simulate_variant(
                     np.minimum(bias_low, bias, out=bias_low)
                     np.maximum(bias_high, bias, out=bias_high)
 
-            if (step + 1) % record_every == 0 or step == steps - 1:
+            is_record = (step + 1) % record_every == 0 or step == steps - 1
+            learned = learner.step(x, logits, routed, centroids, step, measure=is_record)
+
+            if is_record:
                 r = records_done
+                for key, value in learned.items():
+                    history[key][r] = value
                 stats = load_stats(demand, metrics_config.starved_fraction)
                 row = history
                 row["step"][r] = step
@@ -385,6 +401,110 @@ def simulate_variant(
     )
 
 
+class RouterLearner:
+    """Router learning state and step (model.md 1.5-1.6); inert when ``learning.enabled`` is off.
+
+    Holds the reward model and the aux-loss window counts; ``step`` updates the centroids in
+    place and returns the quality / loss measurements of the step when asked to.
+    """
+
+    def __init__(self, scenario, spec: RouterSpec, dim: int, seed: np.random.SeedSequence):
+        self.enabled = bool(scenario.learning.enabled)
+        self.spec = spec
+        self.learning = scenario.learning
+        self.aux = scenario.balance.aux
+        self.aux_on = self.aux.kind != "none" and self.aux.alpha > 0
+        self.z_loss = float(self.aux.z_loss)
+        self.seq_len = scenario.tokens.seq_len
+        self.window = scenario.balance.bias.every
+        n_experts = scenario.router.experts
+        from moesim.kernels.routing import SCORE_SIGMOID, SCORE_SOFTMAX
+
+        # Aux affinities: normalised sigmoid for sigmoid routers, else softmax over all experts.
+        self.aux_score_code = SCORE_SIGMOID if spec.score_code == SCORE_SIGMOID else SCORE_SOFTMAX
+        self.window_counts = np.zeros(n_experts, dtype=np.int64)
+        self.window_tokens = 0
+        if self.enabled:
+            self.reward = CompetenceAffinityReward(
+                n_experts,
+                dim,
+                self.learning.competence_tokens,
+                self.learning.knowledge_ema,
+                np.random.default_rng(seed),
+            )
+
+    def step(self, tokens, logits, routed, centroids, step: int, *, measure: bool) -> dict:
+        """One gradient-ascent step on ``J = R - L_aux - L_z``; updates ``centroids`` in place."""
+        if not self.enabled:
+            return {}
+        n_tokens, n_experts = logits.shape
+        spec = self.spec
+        rewards = self.reward.rewards(tokens, routed.indices, routed.keep)
+        measured = {}
+        if measure:
+            weight_sums = routed.weights.astype(np.float64).sum(axis=1)
+            per_token = (routed.weights * rewards).sum(axis=1) / np.maximum(weight_sums, 1e-30)
+            quality = float(per_token.mean())
+            best = float(self.reward.best(tokens).mean())
+            measured = {"quality": quality, "quality_ratio": quality / best if best > 0 else np.nan}
+        coefficients = np.empty((0, n_experts))
+        if self.aux_on:
+            n_sequences = -(-n_tokens // self.seq_len)
+            counts = np.zeros((n_sequences, n_experts), dtype=np.int64)
+            affinity_sums = np.zeros((n_sequences, n_experts))
+            _aux_counts(
+                logits, self.aux_score_code, spec.top_k, self.seq_len, counts, affinity_sums
+            )
+            if self.aux.kind == "global":
+                if step % self.window == 0:
+                    self.window_counts[:] = 0
+                    self.window_tokens = 0
+                self.window_counts += counts.sum(axis=0)
+                self.window_tokens += n_tokens
+            coefficients, fractions = aux_coefficients(
+                self.aux.kind,
+                self.aux.alpha,
+                spec.top_k,
+                counts,
+                n_tokens,
+                self.seq_len,
+                self.window_counts,
+                self.window_tokens,
+            )
+            if measure:
+                if self.aux.kind == "sequence":
+                    mean_affinity = affinity_sums / self.seq_len
+                    loss = (fractions * mean_affinity).sum(axis=1).mean()
+                else:
+                    loss = (fractions[0] * affinity_sums.sum(axis=0) / n_tokens).sum()
+                measured["aux_loss"] = self.aux.alpha * float(loss)
+        n_chunks = n_chunks_for(n_tokens)
+        chunk_gradients = np.zeros((n_chunks, n_experts, tokens.shape[1]))
+        chunk_lse_sq = np.zeros(n_chunks)
+        _router_gradient(
+            logits,
+            tokens,
+            routed.indices,
+            rewards,
+            spec.score_code,
+            spec.normalize,
+            spec.route_scale,
+            self.aux_score_code,
+            coefficients,
+            self.seq_len,
+            self.z_loss,
+            chunk_gradients,
+            chunk_lse_sq,
+        )
+        # Chunks are summed in a fixed order: the update does not depend on the thread count.
+        gradient = chunk_gradients.sum(axis=0)
+        centroids += (self.learning.rate * gradient).astype(np.float32)
+        self.reward.observe(tokens, routed.indices, routed.keep, routed.kept)
+        if measure and self.z_loss > 0:
+            measured["z_loss"] = self.z_loss * float(chunk_lse_sq.sum()) / n_tokens
+        return measured
+
+
 def summarize(
     scenario,
     *,
@@ -471,6 +591,8 @@ def summarize(
         "bias_oscillation": float(bias_range.mean()) if bias_range is not None else nan,
         "fidelity": mean_of("fidelity"),
         "specialization": mean_of("specialization"),
+        "quality": mean_of("quality"),
+        "quality_ratio": mean_of("quality_ratio"),
         "final_window_steps": int(final_window_steps),
         "verdict": verdict,
         "verdict_reason": reason,

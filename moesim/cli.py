@@ -1,0 +1,225 @@
+"""``moesim`` command line: a thin typer + rich layer over the Python API.
+
+Every command forwards to a library function; bad input becomes a readable message and exit
+code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+import moesim
+
+app = typer.Typer(
+    name="moesim",
+    help="Simulate Mixture-of-Experts routing and load-balancing dynamics.",
+    rich_markup_mode="rich",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+errors = Console(stderr=True)
+
+EXIT_INVALID = 2
+EXIT_REFUSED = 1
+EXIT_INTERRUPTED = 130
+
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        "-s",
+        metavar="KEY=VALUE",
+        help="Override a scenario field, e.g. --set router.score=softmax (repeatable).",
+    ),
+]
+
+
+def _fail(message: str, code: int = EXIT_INVALID) -> typer.Exit:
+    errors.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def _load(path: Path, overrides: list[str] | None, steps: int | None = None, seed=None):
+    """Load and validate a scenario, turning every input problem into a clean exit."""
+    from moesim.errors import ScenarioError
+    from moesim.scenario import load_scenario
+
+    extra = list(overrides or [])
+    if steps is not None:
+        extra.append(f"steps={steps}")
+    if seed is not None:
+        extra.append(f"seed={seed}")
+    try:
+        return load_scenario(path, extra)
+    except ScenarioError as error:
+        raise _fail(str(error)) from None
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        console.print(f"moesim {moesim.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version_callback, is_eager=True, help="Show version."),
+    ] = False,
+) -> None:
+    """Simulate Mixture-of-Experts routing and load-balancing dynamics."""
+
+
+def _format(value, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "-"
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+VERDICT_STYLE = {"balanced": "green", "imbalanced": "yellow", "collapsed": "bold red"}
+
+
+def summary_table(title: str, summaries: list[dict]) -> Table:
+    """One row per variant: balance, drops, convergence and the verdict."""
+    table = Table(title=title, title_style="bold", header_style="bold")
+    table.add_column("variant")
+    table.add_column("MaxVio\nglobal", justify="right")
+    table.add_column("MaxVio batch\nmean / final", justify="right")
+    table.add_column("CV", justify="right")
+    table.add_column("starved", justify="right")
+    table.add_column("drop rate\nassign / token", justify="right")
+    table.add_column("steps to\nbalance", justify="right")
+    table.add_column("verdict")
+    for s in summaries:
+        style = VERDICT_STYLE.get(s["verdict"], "")
+        partial = " [dim](partial)[/]" if s.get("partial") else ""
+        table.add_row(
+            s["variant"] + partial,
+            _format(s["max_vio_global"]),
+            f"{_format(s['mean_max_vio_batch'])} / {_format(s['final_max_vio_batch'])}",
+            _format(s["cv"]),
+            str(s["starved"]),
+            f"{_format(s['drop_rate'], 4)} / {_format(s['token_drop_rate'], 4)}",
+            _format(s["steps_to_balance"]),
+            f"[{style}]{s['verdict']}[/]" if style else s["verdict"],
+        )
+    return table
+
+
+@app.command()
+def run(
+    scenario: Annotated[Path, typer.Argument(help="Scenario YAML file.")],
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Results folder (default results/<scenario name>)."),
+    ] = None,
+    set_: SetOption = None,
+    steps: Annotated[int | None, typer.Option(help="Override the number of steps.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Override the seed.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite existing results.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Run a scenario (every variant), print the summary table and save the results."""
+    from moesim.engine import simulate
+    from moesim.results import (
+        OutputExistsError,
+        default_output_dir,
+        prepare_output_dir,
+        write_results,
+    )
+    from moesim.tokens import TraceError
+
+    resolved = _load(scenario, set_, steps, seed)
+    target = output if output is not None else default_output_dir(resolved)
+    try:
+        target = prepare_output_dir(target, force=force)
+    except OutputExistsError as error:
+        raise _fail(str(error), EXIT_REFUSED) from None
+    started = time.perf_counter()
+    command = ["moesim", *sys.argv[1:]]
+
+    def save(result) -> None:
+        write_results(result, target, seconds=time.perf_counter() - started, command=command)
+
+    if not quiet:
+        console.print("[dim]compiling kernels (first run only)...[/]", highlight=False)
+    try:
+        result = simulate(resolved, progress=not quiet, on_variant=save)
+    except TraceError as error:
+        raise _fail(str(error)) from None
+    save(result)
+    console.print(summary_table(f"moesim: {resolved.name}", [v.summary for v in result.variants]))
+    console.print(f"results in [bold]{target}[/]", highlight=False)
+    if result.partial:
+        errors.print(
+            "[yellow]interrupted:[/] kept the finished steps and variants, marked partial in "
+            "summary.json",
+            highlight=False,
+        )
+        raise typer.Exit(EXIT_INTERRUPTED)
+
+
+@app.command()
+def validate(
+    scenario: Annotated[Path, typer.Argument(help="Scenario YAML file.")],
+    set_: SetOption = None,
+) -> None:
+    """Check a scenario and print it fully resolved (every default filled in)."""
+    from rich.syntax import Syntax
+
+    from moesim.scenario import dump_yaml, expand_variants
+
+    resolved = _load(scenario, set_)
+    console.print(Syntax(dump_yaml(resolved), "yaml", background_color="default"))
+    names = [name for name, _ in expand_variants(resolved)]
+    console.print(f"[green]valid:[/] {scenario} ({len(names)} variant(s): {', '.join(names)})")
+
+
+@app.command()
+def schema() -> None:
+    """Print the scenario JSON Schema (for editor completion and validation)."""
+    import json
+
+    from moesim.scenario import scenario_json_schema
+
+    typer.echo(json.dumps(scenario_json_schema(), indent=2))
+
+
+@app.command()
+def init(
+    name: Annotated[str, typer.Argument(help="Scenario name; writes NAME.yaml.")] = "scenario",
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write a commented example scenario to NAME.yaml."""
+    from moesim.results import write_atomic
+    from moesim.scenario import example_scenario_yaml
+
+    path = Path(name if name.endswith((".yaml", ".yml")) else f"{name}.yaml")
+    if path.exists() and not force:
+        raise _fail(f"{path} exists; pass --force to overwrite it", EXIT_REFUSED)
+    write_atomic(path, example_scenario_yaml(path.stem))
+    console.print(f"wrote [bold]{path}[/]; run it with: moesim run {path}", highlight=False)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

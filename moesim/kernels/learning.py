@@ -1,0 +1,394 @@
+"""Router learning (model.md 1.5-1.6): reward and loss gradients with respect to the logits.
+
+The router is trained by gradient ascent on ``J = R - L_aux - L_z`` with
+
+* ``R = mean_t sum_k w_tk r_tk``: the reward of the chosen experts, through the gate weights of
+  the selected experts only (and their normalisation when it is on); dropped assignments earn
+  nothing (their ``r`` is 0);
+* ``L_aux = alpha * sum_i f_i P_i`` (Switch / DeepSeek form; ``f`` is a constant): affinities
+  ``p`` are the softmax, or ``s / sum(s)`` for sigmoid, over all experts, and ``f`` counts a plain
+  top-K of ``p`` that ignores bias, groups and drops (Megatron-Core semantics);
+* ``L_z = beta * mean_t logsumexp(Z_t)^2`` (ST-MoE).
+
+``dJ/dZ`` is written per token, already divided by ``T`` (the objectives are token means), so
+``dJ/dW = (dJ/dZ)^T X`` and the update is ``W += learning_rate * dJ/dW``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import prange
+
+from moesim._jit import CHUNK_TOKENS, njit, njit_parallel
+from moesim.kernels.routing import (
+    SCORE_SIGMOID,
+    SCORE_SOFTMAX,
+    SCORE_SOFTMAX_AFTER_TOPK,
+    _insert_descending,
+)
+
+AUX_NONE = 0
+AUX_BATCH = 1
+AUX_SEQUENCE = 2
+AUX_GLOBAL = 3
+AUX_CODES = {"none": AUX_NONE, "batch": AUX_BATCH, "sequence": AUX_SEQUENCE, "global": AUX_GLOBAL}
+
+#: Guard of the sigmoid affinity normalisation, as in Megatron-Core.
+AFFINITY_EPS = 1e-20
+
+
+@njit
+def _affinities_row(logit_row, score_code, out):
+    """Aux-loss affinities ``p`` of one token (float64): softmax, or sigmoid normalised.
+
+    Returns the sigmoid sum (``S + eps``) for the sigmoid case and 1.0 for softmax.
+    """
+    n_experts = logit_row.shape[0]
+    if score_code == SCORE_SIGMOID:
+        total = 0.0
+        for e in range(n_experts):
+            out[e] = 1.0 / (1.0 + math.exp(-np.float64(logit_row[e])))
+            total += out[e]
+        total += AFFINITY_EPS
+        for e in range(n_experts):
+            out[e] /= total
+        return total
+    shift = np.float64(logit_row[0])
+    for e in range(1, n_experts):
+        shift = max(shift, np.float64(logit_row[e]))
+    total = 0.0
+    for e in range(n_experts):
+        out[e] = math.exp(np.float64(logit_row[e]) - shift)
+        total += out[e]
+    for e in range(n_experts):
+        out[e] /= total
+    return 1.0
+
+
+@njit_parallel
+def _aux_counts(logits, score_code, top_k, seq_len, counts, affinity_sums):
+    """Per sequence: plain top-K counts of the affinities and their sums.
+
+    ``counts[s, e]`` (int64) and ``affinity_sums[s, e]`` (float64) for sequence ``s`` of
+    ``seq_len`` consecutive tokens. Each sequence owns its row: no shared writes.
+    """
+    n_tokens, n_experts = logits.shape
+    n_sequences = counts.shape[0]
+    for s in prange(n_sequences):
+        p = np.empty(n_experts)
+        best_values = np.empty(top_k)
+        best_indices = np.empty(top_k, dtype=np.int64)
+        for t in range(s * seq_len, min(n_tokens, (s + 1) * seq_len)):
+            _affinities_row(logits[t], score_code, p)
+            filled = 0
+            for e in range(n_experts):
+                filled = _insert_descending(p[e], e, best_values, best_indices, filled, top_k)
+                affinity_sums[s, e] += p[e]
+            for k in range(top_k):
+                counts[s, best_indices[k]] += 1
+
+
+@njit
+def _reward_gradient_row(logit_row, indices, rewards, score_code, normalize, route_scale, g):
+    """Add ``dR_t/dz`` (for one token, before the 1/T) to ``g`` (float64, length E)."""
+    top_k = indices.shape[0]
+    if score_code == SCORE_SOFTMAX_AFTER_TOPK or (score_code == SCORE_SOFTMAX and normalize):
+        # Weights are a softmax over the selected logits: w'_k (r_k - sum_m w'_m r_m).
+        shift = np.float64(logit_row[indices[0]])
+        for k in range(1, top_k):
+            shift = max(shift, np.float64(logit_row[indices[k]]))
+        total = 0.0
+        for k in range(top_k):
+            total += math.exp(np.float64(logit_row[indices[k]]) - shift)
+        mean_reward = 0.0
+        for k in range(top_k):
+            mean_reward += math.exp(np.float64(logit_row[indices[k]]) - shift) / total * rewards[k]
+        for k in range(top_k):
+            weight = math.exp(np.float64(logit_row[indices[k]]) - shift) / total
+            g[indices[k]] += route_scale * weight * (rewards[k] - mean_reward)
+    elif score_code == SCORE_SIGMOID:
+        total = 0.0
+        if normalize:
+            for k in range(top_k):
+                total += 1.0 / (1.0 + math.exp(-np.float64(logit_row[indices[k]])))
+            total += 1e-20
+            mean_reward = 0.0
+            for k in range(top_k):
+                s = 1.0 / (1.0 + math.exp(-np.float64(logit_row[indices[k]])))
+                mean_reward += s / total * rewards[k]
+        for k in range(top_k):
+            s = 1.0 / (1.0 + math.exp(-np.float64(logit_row[indices[k]])))
+            if normalize:
+                d_score = route_scale * (rewards[k] - mean_reward) / total
+            else:
+                d_score = route_scale * rewards[k]
+            g[indices[k]] += d_score * s * (1.0 - s)
+    else:
+        # softmax over all experts, unnormalised: w_k = scale * p_{i_k}.
+        n_experts = logit_row.shape[0]
+        shift = np.float64(logit_row[0])
+        for e in range(1, n_experts):
+            shift = max(shift, np.float64(logit_row[e]))
+        total = 0.0
+        for e in range(n_experts):
+            total += math.exp(np.float64(logit_row[e]) - shift)
+        weighted = 0.0
+        for k in range(top_k):
+            p = math.exp(np.float64(logit_row[indices[k]]) - shift) / total
+            weighted += route_scale * rewards[k] * p
+            g[indices[k]] += route_scale * rewards[k] * p
+        for e in range(n_experts):
+            g[e] -= math.exp(np.float64(logit_row[e]) - shift) / total * weighted
+
+
+@njit
+def _aux_gradient_row(logit_row, score_code, coefficients, p, g):
+    """Subtract ``d(sum_i a_i p_i)/dz`` from ``g``; ``coefficients`` a_i = alpha f_i / T."""
+    n_experts = logit_row.shape[0]
+    total = _affinities_row(logit_row, score_code, p)
+    weighted = 0.0
+    for e in range(n_experts):
+        weighted += coefficients[e] * p[e]
+    if score_code == SCORE_SIGMOID:
+        for e in range(n_experts):
+            s = p[e] * total  # the sigmoid score
+            g[e] -= (coefficients[e] - weighted) / total * s * (1.0 - s)
+    else:
+        for e in range(n_experts):
+            g[e] -= p[e] * (coefficients[e] - weighted)
+
+
+@njit
+def _z_loss_gradient_row(logit_row, coefficient, g):
+    """Subtract ``d(coefficient * logsumexp(z)^2)/dz`` from ``g``; returns logsumexp(z)."""
+    n_experts = logit_row.shape[0]
+    shift = np.float64(logit_row[0])
+    for e in range(1, n_experts):
+        shift = max(shift, np.float64(logit_row[e]))
+    total = 0.0
+    for e in range(n_experts):
+        total += math.exp(np.float64(logit_row[e]) - shift)
+    lse = shift + math.log(total)
+    for e in range(n_experts):
+        g[e] -= coefficient * 2.0 * lse * math.exp(np.float64(logit_row[e]) - shift) / total
+    return lse
+
+
+@njit_parallel
+def _router_gradient(
+    logits,
+    tokens,
+    indices,
+    rewards,
+    score_code,
+    normalize,
+    route_scale,
+    aux_score_code,
+    aux_coefficients,
+    seq_len,
+    z_loss,
+    chunk_gradients,
+    chunk_logsumexp_sq,
+):
+    """Per chunk ``c``: ``chunk_gradients[c] = sum_t (dJ/dz_t) x_t^T`` (E, d) over its tokens.
+
+    ``rewards[t, k]`` already 0 for dropped assignments; ``aux_coefficients[s, e]`` =
+    alpha f_e / T for the token's sequence ``s = t // seq_len`` (a single row for batch and
+    global kinds; an empty array for no aux loss). ``z_loss`` is beta (0 disables).
+    """
+    n_tokens, n_experts = logits.shape
+    dim = tokens.shape[1]
+    inv_tokens = 1.0 / n_tokens
+    has_aux = aux_coefficients.shape[0] > 0
+    single_aux_row = aux_coefficients.shape[0] == 1
+    for c in prange(chunk_gradients.shape[0]):
+        g = np.zeros(n_experts)
+        p = np.empty(n_experts)
+        lse_sq = 0.0
+        for t in range(c * CHUNK_TOKENS, min(n_tokens, (c + 1) * CHUNK_TOKENS)):
+            g[:] = 0.0
+            _reward_gradient_row(
+                logits[t], indices[t], rewards[t], score_code, normalize, route_scale, g
+            )
+            for e in range(n_experts):
+                g[e] *= inv_tokens
+            if has_aux:
+                row = 0 if single_aux_row else t // seq_len
+                _aux_gradient_row(logits[t], aux_score_code, aux_coefficients[row], p, g)
+            if z_loss > 0:
+                lse = _z_loss_gradient_row(logits[t], z_loss * inv_tokens, g)
+                lse_sq += lse * lse
+            for e in range(n_experts):
+                if g[e] != 0.0:
+                    for j in range(dim):
+                        chunk_gradients[c, e, j] += g[e] * tokens[t, j]
+        chunk_logsumexp_sq[c] = lse_sq
+
+
+def aux_coefficients(
+    kind: str,
+    alpha: float,
+    top_k: int,
+    counts,
+    n_tokens: int,
+    seq_len: int,
+    window_counts=None,
+    window_tokens: int = 0,
+):
+    """``a_e = alpha f_e / T`` rows for the aux-loss gradient, and ``f`` for the loss value.
+
+    Parameters
+    ----------
+    counts : ndarray (n_sequences, E) int64
+        Plain top-K counts of this step per sequence (see ``_aux_counts``).
+    window_counts, window_tokens
+        For ``global``: counts and tokens over the update window (this step included).
+
+    Returns
+    -------
+    coefficients : ndarray (rows, E) float64
+        One row (batch, global) or one per sequence (sequence kind).
+    fractions : ndarray (rows, E) float64
+        ``f`` itself, ``E/(K T) c``.
+    """
+    n_experts = counts.shape[1]
+    if kind == "sequence":
+        fractions = n_experts / (top_k * seq_len) * counts.astype(np.float64)
+        n_sequences = counts.shape[0]
+        # Loss is the mean over sequences of alpha sum_i f_i P_i, P over the sequence's tokens.
+        return alpha * fractions / (seq_len * n_sequences), fractions
+    if kind == "global":
+        fractions = n_experts / (top_k * window_tokens) * window_counts[None, :].astype(np.float64)
+    else:
+        fractions = n_experts / (top_k * n_tokens) * counts.sum(axis=0)[None, :].astype(np.float64)
+    return alpha * fractions / n_tokens, fractions
+
+
+# ----------------------------------------------------------------------------------------------
+# The reward model: competence (rich get richer) x specialisation (affinity to what was learnt)
+
+
+@njit_parallel
+def _competence_affinity_rewards(tokens, indices, keep, competence, knowledge, rewards):
+    """``rewards[t, k] = competence_i * (1 + cos(x_t, m_i)) / 2`` for kept assignments, else 0."""
+    n_tokens, top_k = indices.shape
+    dim = tokens.shape[1]
+    for c in prange((n_tokens + CHUNK_TOKENS - 1) // CHUNK_TOKENS):
+        for t in range(c * CHUNK_TOKENS, min(n_tokens, (c + 1) * CHUNK_TOKENS)):
+            norm = 0.0
+            for j in range(dim):
+                norm += np.float64(tokens[t, j]) ** 2
+            norm = math.sqrt(norm) + 1e-30
+            for k in range(top_k):
+                if not keep[t, k]:
+                    rewards[t, k] = 0.0
+                    continue
+                e = indices[t, k]
+                dot = 0.0
+                for j in range(dim):
+                    dot += np.float64(tokens[t, j]) * knowledge[e, j]
+                rewards[t, k] = competence[e] * 0.5 * (1.0 + dot / norm)
+
+
+@njit_parallel
+def _best_rewards(tokens, competence, knowledge, best):
+    """``best[t]``: the largest reward any expert would earn for token ``t``.
+
+    The gate-weighted mean reward of the chosen experts cannot exceed it, so quality / best is
+    in [0, 1]: 1 means the router sends each token's whole gate weight to its best expert.
+    """
+    n_tokens, dim = tokens.shape
+    n_experts = competence.shape[0]
+    for c in prange((n_tokens + CHUNK_TOKENS - 1) // CHUNK_TOKENS):
+        for t in range(c * CHUNK_TOKENS, min(n_tokens, (c + 1) * CHUNK_TOKENS)):
+            norm = 0.0
+            for j in range(dim):
+                norm += np.float64(tokens[t, j]) ** 2
+            norm = math.sqrt(norm) + 1e-30
+            highest = 0.0
+            for e in range(n_experts):
+                dot = 0.0
+                for j in range(dim):
+                    dot += np.float64(tokens[t, j]) * knowledge[e, j]
+                highest = max(highest, competence[e] * 0.5 * (1.0 + dot / norm))
+            best[t] = highest
+
+
+@njit_parallel
+def _token_direction_sums(tokens, indices, keep, chunk_sums):
+    """``chunk_sums[c, e]``: sum of unit token directions kept by expert ``e`` in chunk ``c``."""
+    n_tokens, top_k = indices.shape
+    dim = tokens.shape[1]
+    for c in prange(chunk_sums.shape[0]):
+        for t in range(c * CHUNK_TOKENS, min(n_tokens, (c + 1) * CHUNK_TOKENS)):
+            norm = 0.0
+            for j in range(dim):
+                norm += np.float64(tokens[t, j]) ** 2
+            norm = math.sqrt(norm) + 1e-30
+            for k in range(top_k):
+                if keep[t, k]:
+                    e = indices[t, k]
+                    for j in range(dim):
+                        chunk_sums[c, e, j] += tokens[t, j] / norm
+
+
+class CompetenceAffinityReward:
+    """model.md 1.6: ``r_ti = competence_i * affinity_ti``.
+
+    ``competence_i = 1 - exp(-N_i / competence_tokens)`` with ``N_i`` the tokens expert ``i``
+    has processed (rich get richer); ``affinity_ti = (1 + cos(x_t, m_i)) / 2`` with ``m_i`` an
+    EMA (rate ``knowledge_ema``) of the unit directions of the tokens it processed.
+
+    A reward model is any object with ``rewards(tokens, indices, keep) -> (T, K)``,
+    ``best(tokens) -> (T,)`` (the best reward achievable per token) and
+    ``observe(tokens, indices, keep, kept_counts)`` (learn from the step).
+    """
+
+    def __init__(
+        self,
+        n_experts: int,
+        dim: int,
+        competence_tokens: float,
+        knowledge_ema: float,
+        rng: np.random.Generator,
+    ):
+        self.competence_tokens = float(competence_tokens)
+        self.knowledge_ema = float(knowledge_ema)
+        self.processed = np.zeros(n_experts, dtype=np.float64)
+        knowledge = rng.standard_normal((n_experts, dim))
+        self.knowledge = knowledge / np.linalg.norm(knowledge, axis=1, keepdims=True)
+
+    @property
+    def competence(self) -> np.ndarray:
+        return -np.expm1(-self.processed / self.competence_tokens)
+
+    def rewards(self, tokens, indices, keep) -> np.ndarray:
+        out = np.empty(indices.shape, dtype=np.float64)
+        _competence_affinity_rewards(tokens, indices, keep, self.competence, self.knowledge, out)
+        return out
+
+    def best(self, tokens) -> np.ndarray:
+        out = np.empty(tokens.shape[0], dtype=np.float64)
+        _best_rewards(tokens, self.competence, self.knowledge, out)
+        return out
+
+    def observe(self, tokens, indices, keep, kept_counts) -> None:
+        from moesim._jit import n_chunks_for
+
+        n_experts, dim = self.knowledge.shape
+        chunk_sums = np.zeros((n_chunks_for(tokens.shape[0]), n_experts, dim))
+        _token_direction_sums(tokens, indices, keep, chunk_sums)
+        sums = chunk_sums.sum(axis=0)
+        active = kept_counts > 0
+        mean_direction = sums[active] / kept_counts[active, None]
+        updated = (1 - self.knowledge_ema) * self.knowledge[active] + (
+            self.knowledge_ema * mean_direction
+        )
+        norms = np.linalg.norm(updated, axis=1, keepdims=True)
+        self.knowledge[active] = updated / np.maximum(norms, 1e-30)
+        self.processed += kept_counts
+
+
+REWARD_MODELS = {"competence_affinity": CompetenceAffinityReward}
