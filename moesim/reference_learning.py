@@ -1,0 +1,125 @@
+"""Slow NumPy twins of the router-learning objectives (model.md 1.5-1.6), for tests.
+
+Each objective is a plain function of the logits ``Z`` (T, E) with the routing decision held
+fixed (selection is piecewise constant, so the gradient flows through the gate weights only),
+and each has an explicit NumPy gradient. Tests check the gradients against central finite
+differences and the Numba kernel against these gradients.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def sigmoid(z):
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def softmax(z, axis=-1):
+    shifted = np.exp(z - z.max(axis=axis, keepdims=True))
+    return shifted / shifted.sum(axis=axis, keepdims=True)
+
+
+def gate_weights(logits, indices, score, normalize, route_scale):
+    """Gate weights (T, K) of fixed ``indices`` as a smooth function of the logits."""
+    selected = np.take_along_axis(logits, indices, axis=1)
+    if score == "softmax_after_topk" or (score == "softmax" and normalize):
+        weights = softmax(selected)
+    elif score == "sigmoid":
+        weights = sigmoid(selected)
+        if normalize:
+            weights = weights / (weights.sum(axis=1, keepdims=True) + 1e-20)
+    else:
+        weights = np.take_along_axis(softmax(logits), indices, axis=1)
+    return weights * route_scale
+
+
+def reward_objective(logits, indices, rewards, score, normalize, route_scale):
+    """``R = mean_t sum_k w_tk r_tk``."""
+    return float(
+        (gate_weights(logits, indices, score, normalize, route_scale) * rewards).sum(axis=1).mean()
+    )
+
+
+def reward_gradient(logits, indices, rewards, score, normalize, route_scale):
+    """``dR/dZ`` (T, E), written from the chain rule one case at a time."""
+    n_tokens, n_experts = logits.shape
+    gradient = np.zeros_like(logits)
+    rows = np.arange(n_tokens)[:, None]
+    selected = np.take_along_axis(logits, indices, axis=1)
+    if score == "softmax_after_topk" or (score == "softmax" and normalize):
+        w = softmax(selected)
+        mean_reward = (w * rewards).sum(axis=1, keepdims=True)
+        np.add.at(gradient, (rows, indices), route_scale * w * (rewards - mean_reward))
+    elif score == "sigmoid":
+        s = sigmoid(selected)
+        if normalize:
+            total = s.sum(axis=1, keepdims=True) + 1e-20
+            mean_reward = (s / total * rewards).sum(axis=1, keepdims=True)
+            d_score = route_scale * (rewards - mean_reward) / total
+        else:
+            d_score = route_scale * rewards
+        np.add.at(gradient, (rows, indices), d_score * s * (1 - s))
+    else:
+        p = softmax(logits)
+        p_selected = np.take_along_axis(p, indices, axis=1)
+        weighted = (route_scale * rewards * p_selected).sum(axis=1, keepdims=True)
+        np.add.at(gradient, (rows, indices), route_scale * rewards * p_selected)
+        gradient -= p * weighted
+    return gradient / n_tokens
+
+
+def aux_affinities(logits, score):
+    """Aux-loss affinities over all experts: softmax, or sigmoid normalised (Megatron)."""
+    if score == "sigmoid":
+        s = sigmoid(logits)
+        return s / (s.sum(axis=1, keepdims=True) + 1e-20)
+    return softmax(logits)
+
+
+def aux_top_k_counts(logits, score, top_k):
+    """Plain top-K counts (T, E) one-hot of the affinities: no bias, no groups, no drops."""
+    p = aux_affinities(logits, score)
+    order = np.argsort(-p, axis=1, kind="stable")[:, :top_k]
+    one_hot = np.zeros(p.shape, dtype=np.int64)
+    np.put_along_axis(one_hot, order, 1, axis=1)
+    return one_hot
+
+
+def aux_loss(logits, score, alpha, top_k, kind, seq_len, fractions):
+    """``alpha * sum_i f_i P_i`` with the given constant ``f`` (one row, or one per sequence)."""
+    p = aux_affinities(logits, score)
+    n_tokens = logits.shape[0]
+    if kind == "sequence":
+        per_sequence = p.reshape(n_tokens // seq_len, seq_len, -1).mean(axis=1)
+        return float(alpha * (fractions * per_sequence).sum(axis=1).mean())
+    return float(alpha * (fractions[0] * p.mean(axis=0)).sum())
+
+
+def aux_fractions(logits, score, top_k, kind, seq_len):
+    """``f_i = E/(K T) c_i`` per batch (1, E) or per sequence (n_sequences, E)."""
+    counts = aux_top_k_counts(logits, score, top_k)
+    n_tokens, n_experts = logits.shape
+    if kind == "sequence":
+        per_sequence = counts.reshape(n_tokens // seq_len, seq_len, -1).sum(axis=1)
+        return n_experts / (top_k * seq_len) * per_sequence
+    return n_experts / (top_k * n_tokens) * counts.sum(axis=0, keepdims=True)
+
+
+def z_loss(logits, beta):
+    """``beta * mean_t logsumexp(Z_t)^2``."""
+    shift = logits.max(axis=1, keepdims=True)
+    lse = (shift + np.log(np.exp(logits - shift).sum(axis=1, keepdims=True)))[:, 0]
+    return float(beta * (lse**2).mean())
+
+
+def numerical_gradient(function, logits, step=1e-6):
+    """Central finite differences of a scalar function of the logits."""
+    gradient = np.zeros_like(logits)
+    for index in np.ndindex(logits.shape):
+        plus = logits.copy()
+        minus = logits.copy()
+        plus[index] += step
+        minus[index] -= step
+        gradient[index] = (function(plus) - function(minus)) / (2 * step)
+    return gradient
