@@ -1,0 +1,94 @@
+"""``moesim plot`` and ``moesim report``: figures and the design-review report of a results folder.
+
+Registered on the main app by :func:`register` (``cli.py`` calls ``register(app)``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+console = Console()
+errors = Console(stderr=True)
+
+EXIT_INVALID = 2
+
+
+def _fail(message: str) -> typer.Exit:
+    errors.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(EXIT_INVALID)
+
+
+def _skipped(name: str, reason: str) -> None:
+    console.print(f"[dim]skipped {name}: {reason}[/]", highlight=False)
+
+
+def plot_command(
+    results_dir: Annotated[Path, typer.Argument(help="Results folder of `moesim run` or `sweep`.")],
+    format_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--format",
+            "-f",
+            help="Image format: png, svg or pdf (repeatable; default png).",
+        ),
+    ] = None,
+    only: Annotated[
+        list[str] | None,
+        typer.Option("--only", help="Draw only this figure (repeatable), e.g. --only max_vio."),
+    ] = None,
+) -> None:
+    """Draw the figures of a results folder into RESULTS_DIR/figures/."""
+    from moesim.plots import FIGURES, FORMATS, NotResultsError, write_figures
+
+    formats = format_ or ["png"]
+    bad = [f for f in formats if f not in FORMATS]
+    if bad:
+        raise _fail(f"unknown format {', '.join(bad)}; choose from {', '.join(FORMATS)}")
+    unknown = [name for name in only or [] if name not in FIGURES]
+    if unknown:
+        raise _fail(f"unknown figure {', '.join(unknown)}; choose from {', '.join(FIGURES)}")
+    try:
+        written = write_figures(results_dir, formats=formats, only=only, on_skip=_skipped)
+    except NotResultsError as error:
+        raise _fail(str(error)) from None
+    if not written:
+        raise _fail(f"no figure could be drawn from {results_dir}")
+    console.print(
+        f"wrote {len(written)} file(s) in [bold]{Path(results_dir) / 'figures'}[/]",
+        highlight=False,
+    )
+
+
+def report_command(
+    results_dir: Annotated[Path, typer.Argument(help="Results folder of `moesim run` or `sweep`.")],
+) -> None:
+    """Write a self-contained report.html and a report.md for a results folder."""
+    from moesim.plots import NotResultsError
+    from moesim.report import write_report
+
+    try:
+        html_path, md_path = write_report(results_dir)
+    except NotResultsError as error:
+        raise _fail(str(error)) from None
+    console.print(f"wrote [bold]{html_path}[/] and [bold]{md_path}[/]", highlight=False)
+
+
+def plot_after_run(results_dir: Path) -> list[Path]:
+    """Figures at the end of ``moesim run --plot`` (PNG; skipped figures are mentioned)."""
+    from moesim.plots import write_figures
+
+    written = write_figures(results_dir, on_skip=_skipped)
+    console.print(
+        f"figures in [bold]{Path(results_dir) / 'figures'}[/] ({len(written)})", highlight=False
+    )
+    return written
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``plot`` and ``report`` commands to ``app``."""
+    app.command("plot")(plot_command)
+    app.command("report")(report_command)

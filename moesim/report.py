@@ -1,0 +1,360 @@
+"""The design-review report of a results folder: ``report.html`` and ``report.md``.
+
+``report.html`` is self-contained (inline CSS, figures as base64 PNG data URIs, no script, no
+network), so it opens from a file or an e-mail attachment. ``report.md`` links the PNG files in
+``figures/``, which this module writes too. Every piece of text from the results is escaped.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from pathlib import Path
+
+import numpy as np
+
+from moesim.plots import (
+    FIGURES,
+    ResultsData,
+    figure_bytes,
+    format_number,
+    interval,
+    load_results,
+    render_figures,
+)
+from moesim.results import write_atomic
+
+#: Summary table of a run: (summary key, column header, percent?).
+RUN_COLUMNS = (
+    ("max_vio_global", "MaxVio global", False),
+    ("mean_max_vio_batch", "MaxVio batch (mean)", False),
+    ("final_max_vio_batch", "MaxVio batch (final)", False),
+    ("cv", "CV", False),
+    ("gini", "Gini", False),
+    ("starved", "starved", False),
+    ("drop_rate", "drop rate (assign.)", True),
+    ("token_drop_rate", "drop rate (tokens)", True),
+    ("steps_to_balance", "steps to balance", False),
+    ("specialization", "specialization", False),
+    ("quality", "quality", False),
+)
+
+#: Metrics of the aggregated sweep table (mean ± 95% interval over seeds).
+SWEEP_COLUMNS = (
+    ("max_vio_global", "MaxVio global", False),
+    ("starved", "starved", False),
+    ("drop_rate", "drop rate (assign.)", True),
+    ("specialization", "specialization", False),
+    ("quality", "quality", False),
+)
+
+CSS = """
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; color: #1a1a1a;
+       max-width: 1180px; margin: 2em auto; padding: 0 1.5em; line-height: 1.45; }
+h1 { font-size: 1.7em; margin-bottom: 0.2em; }
+h2 { font-size: 1.25em; border-bottom: 1px solid #ddd; padding-bottom: 0.2em; margin-top: 2em; }
+.subtitle { color: #555; margin-top: 0; }
+table { border-collapse: collapse; font-size: 0.88em; margin: 0.8em 0; }
+th, td { border: 1px solid #d0d0d0; padding: 0.3em 0.6em; text-align: right; }
+th { background: #f3f3f3; }
+td.text, th.text { text-align: left; }
+tr.best td { background: #eef6fb; font-weight: 600; }
+dl.meta { display: grid; grid-template-columns: max-content auto; gap: 0.15em 1.2em; }
+dl.meta dt { font-weight: 600; } dl.meta dd { margin: 0; font-family: monospace; }
+pre { background: #f7f7f7; border: 1px solid #e2e2e2; padding: 0.8em; font-size: 0.82em;
+      overflow-x: auto; max-height: 32em; }
+figure { margin: 1.5em 0; }
+figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
+figcaption { color: #333; font-size: 0.92em; margin-top: 0.3em; }
+.verdict { display: inline-block; padding: 0.05em 0.55em; border-radius: 0.8em; font-size: 0.9em;
+           font-weight: 600; }
+.balanced { background: #d7efe6; color: #00573f; }
+.imbalanced { background: #fbe7c6; color: #7a4a00; }
+.collapsed { background: #f6d2c2; color: #8a2c00; }
+.other { background: #e6e6e6; color: #333; }
+.note { color: #666; font-size: 0.9em; }
+"""
+
+
+def write_report(results_dir: Path) -> tuple[Path, Path]:
+    """Write ``report.html`` and ``report.md`` (and the PNGs in ``figures/``) for a folder.
+
+    Works for a run folder (``summary.json``), a sweep folder (``sweep.csv``) or one with both.
+
+    Returns
+    -------
+    (html_path, md_path)
+
+    Raises
+    ------
+    moesim.plots.NotResultsError
+        When the folder is not a results folder.
+    """
+    data = load_results(results_dir)
+    plots, skipped = render_figures(data)
+    figures_dir = data.path / "figures"
+    figures_dir.mkdir(exist_ok=True)
+    figures = []
+    for plot in plots:
+        png = figure_bytes(plot.figure, "png")
+        write_atomic(figures_dir / f"{plot.name}.png", png)
+        figures.append((plot.name, plot.caption, png))
+    html_path = data.path / "report.html"
+    md_path = data.path / "report.md"
+    write_atomic(html_path, render_html(data, figures, skipped))
+    write_atomic(md_path, render_markdown(data, figures, skipped))
+    return html_path, md_path
+
+
+# -------------------------------------------------------------------------------- content
+
+
+def _cell(value, percent: bool = False) -> str:
+    if percent and value is not None and not isinstance(value, str):
+        try:
+            value = 100 * float(value)
+        except (TypeError, ValueError):
+            return "-"
+        text = format_number(value, 2)
+        return text if text == "-" else f"{text}%"
+    return format_number(value)
+
+
+def run_rows(data: ResultsData) -> tuple[list[str], list[list[str]], list[dict]]:
+    """Header and formatted rows of the run summary table (columns present in the summary)."""
+    variants = data.variants
+    columns = [c for c in RUN_COLUMNS if any(c[0] in s for s in variants)]
+    header = ["variant", *[title for _, title, _ in columns], "verdict"]
+    rows = []
+    for s in variants:
+        name = str(s.get("variant", "?")) + (" (partial)" if s.get("partial") else "")
+        rows.append([name, *[_cell(s.get(key), pct) for key, _, pct in columns]])
+    return header, rows, variants
+
+
+def sweep_rows(data: ResultsData) -> tuple[list[str], list[list[str]], int | None]:
+    """Aggregated sweep table: one row per point, mean ± 95% interval over seeds.
+
+    Returns the header, the formatted rows and the index of the best row (lowest mean
+    MaxVio_global), or None.
+    """
+    from moesim.plots import _group_rows, _value_text
+
+    sweep = data.sweep
+    keys = [c for c in (*data.sweep_params, "variant") if c in sweep]
+    metrics = [
+        c
+        for c in SWEEP_COLUMNS
+        if c[0] in sweep and sweep[c[0]].dtype != object and np.isfinite(sweep[c[0]]).any()
+    ]
+    header = [*keys, "seeds", *[f"{title} (mean ± 95%)" for _, title, _ in metrics]]
+    has_verdict = "verdict" in sweep
+    if has_verdict:
+        header.append("verdicts")
+    rows, scores = [], []
+    for combo, indices in _group_rows(sweep, keys):
+        row = [_value_text(value) for _, value in combo]
+        row.append(str(len(indices)))
+        for key, _, pct in metrics:
+            mean, half, n = interval(sweep[key][indices])
+            scale = 100.0 if pct else 1.0
+            if n == 0:
+                row.append("-")
+                continue
+            suffix = "%" if pct else ""
+            row.append(
+                f"{format_number(mean * scale)}{suffix} ± {format_number(half * scale)}{suffix}"
+            )
+        ranked = "max_vio_global" in [m[0] for m in metrics]
+        scores.append(interval(sweep["max_vio_global"][indices])[0] if ranked else math.nan)
+        if has_verdict:
+            counts: dict[str, int] = {}
+            for verdict in sweep["verdict"][indices]:
+                counts[str(verdict)] = counts.get(str(verdict), 0) + 1
+            row.append(", ".join(f"{n} {v}" for v, n in sorted(counts.items())))
+        rows.append(row)
+    finite = [(score, i) for i, score in enumerate(scores) if math.isfinite(score)]
+    best = min(finite)[1] if finite else None
+    return header, rows, best
+
+
+def _metadata(data: ResultsData) -> list[tuple[str, str]]:
+    manifest = data.manifest or {}
+    items = [("results folder", str(data.path))]
+    for key, title in (
+        ("scenario", "scenario"),
+        ("seed", "seed"),
+        ("moesim", "moesim version"),
+        ("written_at", "written at"),
+        ("seconds", "run time (s)"),
+        ("platform", "platform"),
+        ("numba_threads", "numba threads"),
+        ("partial", "partial (interrupted)"),
+    ):
+        if manifest.get(key) is not None:
+            value = manifest[key]
+            items.append((title, format_number(value) if key == "seconds" else str(value)))
+    command = manifest.get("command")
+    if command:
+        items.append(("command", " ".join(str(part) for part in command)))
+    versions = manifest.get("versions")
+    if isinstance(versions, dict):
+        items.append(("versions", ", ".join(f"{k} {v}" for k, v in versions.items())))
+    if data.is_sweep:
+        seeds = len(set(data.sweep["seed"].tolist())) if "seed" in data.sweep else 1
+        n_rows = len(next(iter(data.sweep.values())))
+        items.append(("sweep", f"{n_rows} runs over {', '.join(data.sweep_params)}; {seeds} seeds"))
+    return items
+
+
+def _verdict_class(verdict: str) -> str:
+    return verdict if verdict in ("balanced", "imbalanced", "collapsed") else "other"
+
+
+# ----------------------------------------------------------------------------------- HTML
+
+
+def _html_table(header: list[str], rows: list[list[str]], text_columns: int, best=None) -> str:
+    out = ["<table>", "<thead><tr>"]
+    for j, title in enumerate(header):
+        klass = ' class="text"' if j < text_columns else ""
+        out.append(f"<th{klass}>{html.escape(title)}</th>")
+    out.append("</tr></thead><tbody>")
+    for i, row in enumerate(rows):
+        out.append('<tr class="best">' if i == best else "<tr>")
+        for j, cell in enumerate(row):
+            klass = ' class="text"' if j < text_columns else ""
+            out.append(f"<td{klass}>{cell}</td>")
+        out.append("</tr>")
+    out.append("</tbody></table>")
+    return "".join(out)
+
+
+def render_html(data: ResultsData, figures: list[tuple[str, str, bytes]], skipped: dict) -> str:
+    """The self-contained HTML report. ``figures`` are ``(name, caption, png bytes)``."""
+    e = html.escape
+    kind = "sweep" if data.is_sweep and not data.variants else "run"
+    title = f"moesim {kind} report: {data.scenario}"
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{e(title)}</title><style>{CSS}</style></head><body>",
+        f"<h1>{e(title)}</h1>",
+        f'<p class="subtitle">Design-review report of <code>{e(str(data.path))}</code></p>',
+        "<h2>Run</h2>",
+        '<dl class="meta">',
+    ]
+    for key, value in _metadata(data):
+        parts.append(f"<dt>{e(key)}</dt><dd>{e(value)}</dd>")
+    parts.append("</dl>")
+
+    if data.variants:
+        header, rows, variants = run_rows(data)
+        escaped = []
+        for row, s in zip(rows, variants, strict=True):
+            verdict = str(s.get("verdict", "-"))
+            badge = f'<span class="verdict {_verdict_class(verdict)}">{e(verdict)}</span>'
+            escaped.append([e(cell) for cell in row] + [badge])
+        parts += ["<h2>Summary</h2>", _html_table(header, escaped, 1)]
+        parts.append(
+            '<p class="note">MaxVio = max load / mean load − 1 (0 is perfect balance); '
+            "MaxVio global is over the final window; drop rates are run averages.</p>"
+        )
+    if data.is_sweep:
+        header, rows, best = sweep_rows(data)
+        n_keys = len([c for c in (*data.sweep_params, "variant") if c in data.sweep])
+        escaped = [[e(cell) for cell in row] for row in rows]
+        parts += ["<h2>Sweep summary</h2>", _html_table(header, escaped, n_keys, best)]
+        if best is not None:
+            parts.append(
+                '<p class="note">Highlighted: the point with the lowest mean MaxVio_global. '
+                "Intervals are mean ± 1.96·std/√n over seeds.</p>"
+            )
+
+    parts.append("<h2>Figures</h2>")
+    for name, caption, png in figures:
+        encoded = base64.b64encode(png).decode("ascii")
+        parts.append(
+            f'<figure id="{e(name)}"><img src="data:image/png;base64,{encoded}" '
+            f'alt="{e(name)}: {e(caption)}"><figcaption><b>{e(name)}.</b> {e(caption)}'
+            "</figcaption></figure>"
+        )
+    if skipped:
+        parts.append('<p class="note">Not drawn for this folder:</p><ul class="note">')
+        for name, reason in skipped.items():
+            parts.append(f"<li><b>{e(name)}</b>: {e(reason)}</li>")
+        parts.append("</ul>")
+
+    if data.variants:
+        parts += ["<h2>Verdicts</h2>", "<ul>"]
+        for s in data.variants:
+            verdict = str(s.get("verdict", "-"))
+            parts.append(
+                f"<li><b>{e(str(s.get('variant', '?')))}</b>: "
+                f'<span class="verdict {_verdict_class(verdict)}">{e(verdict)}</span> '
+                f"{e(str(s.get('verdict_reason', '')))}</li>"
+            )
+        parts.append("</ul>")
+
+    if data.resolved_yaml:
+        parts += [
+            "<h2>Scenario (resolved)</h2>",
+            f"<pre>{e(data.resolved_yaml)}</pre>",
+        ]
+    parts.append("</body></html>\n")
+    return "\n".join(parts)
+
+
+# ------------------------------------------------------------------------------- Markdown
+
+
+def _md_escape(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(_md_escape(h) for h in header) + " |"]
+    lines.append("|" + "|".join("---" for _ in header) + "|")
+    lines += ["| " + " | ".join(_md_escape(c) for c in row) + " |" for row in rows]
+    return lines
+
+
+def render_markdown(data: ResultsData, figures: list[tuple[str, str, bytes]], skipped: dict) -> str:
+    """The Markdown report; figures are linked as ``figures/<name>.png``."""
+    kind = "sweep" if data.is_sweep and not data.variants else "run"
+    lines = [f"# moesim {kind} report: {data.scenario}", "", "## Run", ""]
+    lines += [f"- **{key}**: `{value}`" for key, value in _metadata(data)]
+    if data.variants:
+        header, rows, variants = run_rows(data)
+        rows = [row + [str(s.get("verdict", "-"))] for row, s in zip(rows, variants, strict=True)]
+        lines += ["", "## Summary", "", *_md_table(header, rows)]
+    if data.is_sweep:
+        header, rows, best = sweep_rows(data)
+        if best is not None:
+            rows[best] = [f"**{cell}**" for cell in rows[best]]
+        lines += ["", "## Sweep summary", "", *_md_table(header, rows)]
+        if best is not None:
+            lines += ["", "Bold: the point with the lowest mean MaxVio_global."]
+    lines += ["", "## Figures", ""]
+    for name, caption, _ in figures:
+        lines += [f"![{name}](figures/{name}.png)", "", f"*{name}.* {caption}", ""]
+    if skipped:
+        lines += ["Not drawn for this folder:", ""]
+        lines += [f"- `{name}`: {reason}" for name, reason in skipped.items()]
+        lines.append("")
+    if data.variants:
+        lines += ["## Verdicts", ""]
+        for s in data.variants:
+            lines.append(
+                f"- **{s.get('variant', '?')}**: {s.get('verdict', '-')}: "
+                f"{s.get('verdict_reason', '')}"
+            )
+        lines.append("")
+    if data.resolved_yaml:
+        lines += ["## Scenario (resolved)", "", "```yaml", data.resolved_yaml.rstrip(), "```", ""]
+    return "\n".join(lines) + "\n"
+
+
+__all__ = ["FIGURES", "render_html", "render_markdown", "write_report"]
