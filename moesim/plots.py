@@ -215,6 +215,10 @@ def load_results(results_dir: Path) -> ResultsData:
         if isinstance(source, dict) and isinstance(source.get("scenario"), str):
             data.scenario = source["scenario"]
             break
+    else:
+        name = data.scenario_value("name")
+        if isinstance(name, str) and name:
+            data.scenario = name
     return data
 
 

@@ -1,0 +1,207 @@
+"""The report: self-contained HTML and Markdown for a run and a sweep, the CLI commands, and a
+screenshot of the HTML in headless Chromium when it is installed."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+import typer
+from PIL import Image
+from test_plots import write_synthetic_run, write_synthetic_sweep
+from typer.testing import CliRunner
+
+from moesim import plots
+from moesim.cli_figures import register
+from moesim.report import write_report
+
+DATA_URI = "data:image/png;base64,"
+
+
+class ReportParser(HTMLParser):
+    """Collects what must hold for a self-contained page: images, tags, external references."""
+
+    def __init__(self):
+        super().__init__()
+        self.images: list[str] = []
+        self.tags: list[str] = []
+        self.external: list[str] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        attrs = dict(attrs)
+        if tag == "img":
+            self.images.append(attrs.get("src", ""))
+        for key in ("src", "href"):
+            value = attrs.get(key) or ""
+            if value and not value.startswith(("data:", "#")):
+                self.external.append(value)
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def parse(path: Path) -> ReportParser:
+    parser = ReportParser()
+    parser.feed(path.read_text())
+    parser.close()
+    return parser
+
+
+@pytest.fixture(scope="module")
+def run_report(tmp_path_factory):
+    folder = write_synthetic_run(tmp_path_factory.mktemp("report") / "results")
+    html_path, md_path = write_report(folder)
+    return folder, html_path, md_path
+
+
+@pytest.fixture(scope="module")
+def sweep_report(tmp_path_factory):
+    folder = write_synthetic_sweep(tmp_path_factory.mktemp("sweep_report") / "results")
+    html_path, md_path = write_report(folder)
+    return folder, html_path, md_path
+
+
+def _figure_names(folder: Path) -> list[str]:
+    drawn, _ = plots.render_figures(plots.load_results(folder))
+    return [p.name for p in drawn]
+
+
+def test_html_report_is_self_contained_and_embeds_every_figure(run_report):
+    folder, html_path, _ = run_report
+    assert html_path == folder / "report.html"
+    page = html_path.read_text()
+    parser = parse(html_path)
+    names = _figure_names(folder)
+    assert len(names) == 6
+    assert page.count(DATA_URI) == len(names)
+    assert len(parser.images) == len(names)
+    assert all(src.startswith(DATA_URI) for src in parser.images)
+    assert parser.external == []
+    assert "script" not in parser.tags and "link" not in parser.tags
+    assert "style" in parser.tags
+    text = "".join(parser.text)
+    for name in names:
+        assert f'id="{name}"' in page
+        assert plots.FIGURES[name][1] in text  # the caption
+
+
+def test_html_report_holds_the_summary_numbers_and_verdicts(run_report):
+    folder, html_path, _ = run_report
+    page = html_path.read_text()
+    text = " ".join(parse(html_path).text)
+    summary = json.loads((folder / "summary.json").read_text())
+    for variant in summary["variants"]:
+        assert variant["variant"] in text
+        assert plots.format_number(variant["max_vio_global"]) in text
+        assert plots.format_number(variant["cv"]) in text
+        # The verdict reason holds "<synthetic> &": escaped in the markup, intact in the text.
+        assert variant["verdict_reason"] in text
+    assert "<synthetic>" not in page and "&lt;synthetic&gt; &amp;" in page
+    # Metadata from manifest.json and the resolved scenario.
+    assert "moesim run synthetic.yaml" in text
+    assert "tokens_per_step: 512" in text
+
+
+def test_markdown_report_links_every_figure(run_report):
+    folder, _, md_path = run_report
+    text = md_path.read_text()
+    for name in _figure_names(folder):
+        assert f"(figures/{name}.png)" in text
+        assert (folder / "figures" / f"{name}.png").is_file()
+    summary = json.loads((folder / "summary.json").read_text())
+    for variant in summary["variants"]:
+        assert plots.format_number(variant["max_vio_global"]) in text
+    assert "## Verdicts" in text and "```yaml" in text
+
+
+def test_sweep_report(sweep_report):
+    folder, html_path, md_path = sweep_report
+    page = html_path.read_text()
+    names = _figure_names(folder)
+    assert set(names) == {"drop_vs_capacity", "tradeoff", "sweep_metrics"}
+    assert page.count(DATA_URI) == len(names)
+    assert "Sweep summary" in page and 'class="best"' in page
+    text = " ".join(parse(html_path).text)
+    # One row per point (9), each over 3 seeds; the failed row is not counted.
+    assert "balance.bias.rate" in text and "capacity.factor" in text
+    md = md_path.read_text()
+    assert all(f"(figures/{name}.png)" in md for name in names)
+    assert md.count("\n| ") == 1 + 9  # header + one row per point
+
+
+def cli():
+    app = typer.Typer()
+    register(app)
+    return app
+
+
+def test_cli_plot_and_report(tmp_path):
+    folder = write_synthetic_run(tmp_path / "results")
+    runner = CliRunner()
+    result = runner.invoke(
+        cli(), ["plot", str(folder), "--format", "png", "--format", "svg", "--only", "max_vio"]
+    )
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (folder / "figures").iterdir()) == ["max_vio.png", "max_vio.svg"]
+    result = runner.invoke(cli(), ["report", str(folder)])
+    assert result.exit_code == 0, result.output
+    assert (folder / "report.html").is_file() and (folder / "report.md").is_file()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["plot", "{missing}"], "not a folder"),
+        (["plot", "{empty}"], "not a moesim results folder"),
+        (["report", "{empty}"], "not a moesim results folder"),
+        (["plot", "{run}", "--format", "gif"], "unknown format"),
+        (["plot", "{run}", "--only", "nope"], "unknown figure"),
+    ],
+)
+def test_cli_errors_exit_2_without_traceback(tmp_path, arguments, message):
+    (tmp_path / "empty").mkdir()
+    run = write_synthetic_run(tmp_path / "run", variants=[("bias", 1e-3, None)])
+    paths = {"missing": tmp_path / "missing", "empty": tmp_path / "empty", "run": run}
+    arguments = [a.format(**paths) for a in arguments]
+    result = CliRunner().invoke(cli(), arguments)
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_report_renders_in_headless_chromium(run_report, tmp_path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium not installed: apt-get install chromium")
+    _, html_path, _ = run_report
+    shot = tmp_path / "shot.png"
+    command = [
+        chromium,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        f"--screenshot={shot}",
+        "--window-size=1200,2000",
+        html_path.resolve().as_uri(),
+    ]
+    completed = subprocess.run(command, capture_output=True, timeout=90, check=False)
+    assert shot.is_file(), completed.stderr.decode(errors="replace")[-2000:]
+    with Image.open(shot) as image:
+        pixels = np.asarray(image.convert("L"), dtype=float)
+        assert image.size == (1200, 2000)
+    assert pixels.std() > 15, "the screenshot is blank"
+    assert (pixels < 128).mean() > 0.01, "the screenshot shows almost nothing"
