@@ -133,6 +133,7 @@ def run(
     seed: Annotated[int | None, typer.Option(help="Override the seed.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite existing results.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    plot: Annotated[bool, typer.Option("--plot", help="Also write figures/ at the end.")] = False,
 ) -> None:
     """Run a scenario (every variant), print the summary table and save the results."""
     from moesim.engine import simulate
@@ -164,6 +165,10 @@ def run(
         raise _fail(str(error)) from None
     save(result)
     console.print(summary_table(f"moesim: {resolved.name}", [v.summary for v in result.variants]))
+    if plot and result.variants:
+        from moesim.cli_figures import plot_after_run
+
+        plot_after_run(target)
     console.print(f"results in [bold]{target}[/]", highlight=False)
     if result.partial:
         errors.print(
@@ -214,6 +219,21 @@ def init(
         raise _fail(f"{path} exists; pass --force to overwrite it", EXIT_REFUSED)
     write_atomic(path, example_scenario_yaml(path.stem))
     console.print(f"wrote [bold]{path}[/]; run it with: moesim run {path}", highlight=False)
+
+
+def _register_commands() -> None:
+    """Commands that live in their own modules (figures, sweeps, benchmarks)."""
+    import importlib
+
+    for module in ("moesim.cli_figures", "moesim.cli_sweep", "moesim.cli_bench"):
+        try:
+            importlib.import_module(module).register(app)
+        except ModuleNotFoundError as error:
+            if error.name != module:
+                raise
+
+
+_register_commands()
 
 
 def main() -> None:
