@@ -1,0 +1,105 @@
+"""routing_step() is route + apply_capacity + bincount, and does not depend on thread count."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from moesim import apply_capacity, route, routing_step
+
+LAYOUTS = [(8, 1, 1), (12, 3, 2), (20, 4, 2), (64, 8, 4), (9, 3, 3)]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    layout=st.sampled_from(LAYOUTS),
+    data=st.data(),
+    n_tokens=st.integers(1, 300),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    score=st.sampled_from(["sigmoid", "softmax", "softmax_after_topk"]),
+    with_bias=st.booleans(),
+    capacity_factor=st.sampled_from([None, 0.5, 1.0, 1.25]),
+    capacity_policy=st.sampled_from(["probs", "position"]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_routing_step_equals_composition(
+    layout, data, n_tokens, dtype, score, with_bias, capacity_factor, capacity_policy, seed
+):
+    n_experts, n_groups, topk_groups = layout
+    top_k = data.draw(st.integers(1, topk_groups * n_experts // n_groups))
+    rng = np.random.default_rng(seed)
+    logits = rng.standard_normal((n_tokens, n_experts)).astype(dtype)
+    bias = (0.1 * rng.standard_normal(n_experts)).astype(np.float32) if with_bias else None
+    kwargs = dict(
+        top_k=top_k,
+        score=score,
+        n_groups=n_groups,
+        topk_groups=topk_groups,
+        group_score_topk=None,
+        normalize=None,
+        route_scale=2.5,
+    )
+    step = routing_step(
+        logits, bias, capacity_factor=capacity_factor, capacity_policy=capacity_policy, **kwargs
+    )
+    indices, weights = route(logits, bias, **kwargs)
+    keep = apply_capacity(indices, weights, n_experts, capacity_factor, capacity_policy)
+    np.testing.assert_array_equal(step.indices, indices)
+    np.testing.assert_array_equal(step.weights, weights)
+    assert step.weights.dtype == weights.dtype
+    np.testing.assert_array_equal(step.keep, keep)
+    demand = np.bincount(indices.ravel(), minlength=n_experts)
+    kept = np.bincount(indices[keep], minlength=n_experts)
+    assert step.demand.dtype == np.int64 and step.kept.dtype == np.int64
+    np.testing.assert_array_equal(step.demand, demand)
+    np.testing.assert_array_equal(step.kept, kept)
+
+
+SCRIPT = textwrap.dedent(
+    """
+    import hashlib
+    import numpy as np
+    from moesim import routing_step, update_bias, load_stats
+
+    rng = np.random.default_rng(123)
+    digest = hashlib.sha256()
+    for dtype in (np.float32, np.float64):
+        for n_tokens in (1, 7, 1000, 5000):
+            logits = rng.standard_normal((n_tokens, 64)).astype(dtype)
+            bias = (0.1 * rng.standard_normal(64)).astype(np.float32)
+            for policy in ("probs", "position"):
+                step = routing_step(
+                    logits, bias, top_k=8, score="sigmoid", n_groups=8, topk_groups=4,
+                    group_score_topk=None, normalize=None, route_scale=2.5,
+                    capacity_factor=1.0, capacity_policy=policy,
+                )
+                for array in step:
+                    digest.update(np.ascontiguousarray(array).tobytes())
+                new_bias = update_bias(bias, step.kept, 1e-3, rule="proportional", center=True)
+                digest.update(new_bias.tobytes())
+                for value in load_stats(step.demand).values():
+                    digest.update(np.float64(value).tobytes())
+    print(digest.hexdigest())
+    """
+)
+
+
+def _run_with_threads(n_threads):
+    env = dict(os.environ, NUMBA_NUM_THREADS=str(n_threads))
+    result = subprocess.run(
+        [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs two cores for NUMBA_NUM_THREADS=2")
+def test_results_identical_across_thread_counts():
+    one, two = _run_with_threads(1), _run_with_threads(2)
+    assert len(one) == 64
+    assert one == two
