@@ -33,7 +33,7 @@ def _bias_update(bias, counts, rate, rule_code, center, out):
     for e in range(n_experts):
         if rule_code == RULE_SIGN:
             excess = total - n_experts * counts[e]
-            delta[e] = rate * ((excess > 0) - (excess < 0))
+            delta[e] = rate * (int(excess > 0) - int(excess < 0))
         elif total > 0:
             mean = total / n_experts
             delta[e] = rate * (mean - counts[e]) / mean
