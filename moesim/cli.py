@@ -196,12 +196,19 @@ def validate(
 
 
 @app.command()
-def schema() -> None:
+def schema(
+    markdown: Annotated[
+        bool, typer.Option("--markdown", help="Print the field reference (docs/scenarios.md).")
+    ] = False,
+) -> None:
     """Print the scenario JSON Schema (for editor completion and validation)."""
     import json
 
-    from moesim.scenario import scenario_json_schema
+    from moesim.scenario import render_scenario_docs, scenario_json_schema
 
+    if markdown:
+        typer.echo(render_scenario_docs(), nl=False)
+        return
     typer.echo(json.dumps(scenario_json_schema(), indent=2))
 
 

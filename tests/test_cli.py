@@ -1,0 +1,146 @@
+"""The command line: exit codes, files written, refusals, errors and interrupts."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from moesim.cli import app
+
+runner = CliRunner()
+
+TINY = {
+    "name": "tiny",
+    "steps": 12,
+    "tokens": {"tokens_per_step": 256, "dim": 8, "clusters": 4, "seq_len": 64},
+    "router": {"experts": 8, "top_k": 2},
+    "variants": [{"name": "bias"}, {"name": "nobias", "balance": {"bias": {"enabled": False}}}],
+}
+
+
+@pytest.fixture
+def tiny(tmp_path) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(TINY))
+    return path
+
+
+def test_run_writes_results_and_prints_the_table(tiny, tmp_path):
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["run", str(tiny), "-o", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "MaxVio" in result.output and "nobias" in result.output
+    for name in ("scenario.resolved.yaml", "summary.json", "history.csv", "loads.npz"):
+        assert (out / name).is_file()
+    summary = json.loads((out / "summary.json").read_text())
+    assert [v["variant"] for v in summary["variants"]] == ["bias", "nobias"]
+    assert summary["partial"] is False
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["seed"] == 0 and "numba" in manifest["versions"]
+    assert not list(out.glob(".*.tmp"))  # atomic writes leave no temporary files
+    resolved = yaml.safe_load((out / "scenario.resolved.yaml").read_text())
+    assert resolved["router"]["experts"] == 8 and "learning" in resolved
+
+
+def test_run_refuses_to_overwrite_without_force(tiny, tmp_path):
+    out = tmp_path / "out"
+    assert runner.invoke(app, ["run", str(tiny), "-o", str(out), "-q"]).exit_code == 0
+    before = (out / "summary.json").read_text()
+    refused = runner.invoke(app, ["run", str(tiny), "-o", str(out), "-q", "--steps", "5"])
+    assert refused.exit_code == 1
+    assert "--force" in refused.output
+    assert (out / "summary.json").read_text() == before
+    forced = runner.invoke(app, ["run", str(tiny), "-o", str(out), "-q", "--steps", "5", "--force"])
+    assert forced.exit_code == 0
+    assert json.loads((out / "summary.json").read_text())["variants"][0]["steps"] == 5
+
+
+def test_run_overrides_and_bad_overrides(tiny, tmp_path):
+    result = runner.invoke(
+        app, ["run", str(tiny), "-o", str(tmp_path / "o"), "-q", "--set", "router.topk=3"]
+    )
+    assert result.exit_code == 2
+    assert "router.topk" in result.output and "top_k" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_invalid_scenario_exits_2_with_location(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("router:\n  experts: 8\n  top_k: 9\n")
+    result = runner.invoke(app, ["run", str(path), "-q", "-o", str(tmp_path / "o")])
+    assert result.exit_code == 2
+    assert "bad.yaml" in result.output and "top_k" in result.output
+    assert not (tmp_path / "o").exists()
+    missing = runner.invoke(app, ["validate", str(tmp_path / "nope.yaml")])
+    assert missing.exit_code == 2 and "not found" in missing.output
+
+
+def test_validate_schema_init_version(tiny, tmp_path, monkeypatch):
+    validated = runner.invoke(app, ["validate", str(tiny)])
+    assert validated.exit_code == 0 and "valid" in validated.output
+    schema = runner.invoke(app, ["schema"])
+    assert schema.exit_code == 0
+    assert "properties" in json.loads(schema.output)
+    monkeypatch.chdir(tmp_path)
+    assert runner.invoke(app, ["init", "mine"]).exit_code == 0
+    assert runner.invoke(app, ["validate", "mine.yaml"]).exit_code == 0
+    assert runner.invoke(app, ["init", "mine"]).exit_code == 1  # no silent overwrite
+    version = runner.invoke(app, ["--version"])
+    assert version.exit_code == 0 and "moesim" in version.output
+
+
+def test_ctrl_c_keeps_finished_work_marked_partial(tmp_path):
+    scenario = dict(TINY, steps=5_000_000, variants=[])
+    path = tmp_path / "long.yaml"
+    path.write_text(yaml.safe_dump(scenario))
+    out = tmp_path / "out"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moesim", "run", str(path), "-o", str(out), "-q"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )
+    time.sleep(8)  # imports, cached kernels, then some thousands of steps
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stdout + stderr
+    assert "Traceback" not in stderr
+    assert "interrupted" in stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["partial"] is True
+    variant = summary["variants"][0]
+    assert variant["partial"] is True and 0 < variant["steps_done"] < 5_000_000
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", sorted(Path("scenarios").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_scenario_runs(path, tmp_path):
+    result = runner.invoke(
+        app,
+        [
+            "run",
+            str(path),
+            "-q",
+            "-o",
+            str(tmp_path / "o"),
+            "--steps",
+            "6",
+            "--set",
+            "tokens.tokens_per_step=512",
+            "--set",
+            "tokens.seq_len=64",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert all(v["steps_done"] == 6 for v in summary["variants"])

@@ -1,0 +1,108 @@
+"""Token stream: statistics, sequences, drift, determinism and trace replay."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import moesim
+from moesim import tokens as ts
+
+BASE = {"tokens": {"tokens_per_step": 4096, "dim": 8, "clusters": 4, "seq_len": 64}}
+
+
+def tokens_config(**fields):
+    return moesim.load_scenario(BASE, [f"tokens.{k}={v}" for k, v in fields.items()]).tokens
+
+
+def stream_for(config, seed=0):
+    return ts.make_stream(config, np.random.SeedSequence(seed))
+
+
+def test_cluster_frequencies_follow_weights_without_coherence():
+    config = tokens_config(seq_coherence=0.0, cluster_weights="dirichlet")
+    stream = stream_for(config)
+    counts = np.zeros(4)
+    for step in range(10):
+        _, clusters = ts.generate(stream, step, 4096)
+        counts += np.bincount(clusters, minlength=4)
+    np.testing.assert_allclose(counts / counts.sum(), stream.base_weights, atol=0.01)
+
+
+def test_tokens_are_noisy_cluster_means_over_sqrt_d():
+    config = tokens_config(separation=2.0, noise=0.5)
+    stream = stream_for(config)
+    tokens, clusters = ts.generate(stream, 0, 4096)
+    assert tokens.dtype == np.float32 and tokens.shape == (4096, 8)
+    residual = tokens * np.sqrt(8) - stream.means[clusters]
+    assert abs(residual.mean()) < 0.02
+    assert residual.std() == pytest.approx(0.5, rel=0.03)
+
+
+def test_full_coherence_gives_one_cluster_per_sequence():
+    stream = stream_for(tokens_config(seq_coherence=1.0))
+    _, clusters = ts.generate(stream, 3, 4096)
+    per_sequence = clusters.reshape(-1, 64)
+    assert (per_sequence == per_sequence[:, :1]).all()
+
+
+def test_same_step_same_tokens_and_steps_differ():
+    stream = stream_for(tokens_config())
+    first, _ = ts.generate(stream, 5, 4096)
+    again, _ = ts.generate(stream_for(tokens_config()), 5, 4096)
+    other, _ = ts.generate(stream, 6, 4096)
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)
+
+
+def test_drift_shift_rotate_walk():
+    shift = stream_for(tokens_config(**{"drift.kind": "shift", "drift.at_step": 10}))
+    np.testing.assert_array_equal(ts.weights_at(shift, 9), shift.base_weights)
+    shifted = ts.weights_at(shift, 10)
+    np.testing.assert_allclose(np.sort(shifted), np.sort(shift.base_weights))
+    rotate = stream_for(tokens_config(**{"drift.kind": "rotate", "drift.period": 8}))
+    np.testing.assert_array_equal(ts.weights_at(rotate, 2), np.roll(rotate.base_weights, 1))
+    walk = stream_for(tokens_config(**{"drift.kind": "walk", "drift.sigma": 0.5}))
+    later = ts.weights_at(walk, 20)
+    assert later.sum() == pytest.approx(1.0) and not np.allclose(later, walk.base_weights)
+    again = stream_for(tokens_config(**{"drift.kind": "walk", "drift.sigma": 0.5}))
+    np.testing.assert_array_equal(ts.weights_at(again, 20), later)
+
+
+def test_trace_replay_cycles_rows_and_uses_labels(tmp_path):
+    rows = np.arange(30, dtype=np.float32).reshape(10, 3)
+    labels = np.arange(10) % 2
+    path = tmp_path / "trace.npz"
+    np.savez(path, embeddings=rows, labels=labels)
+    config = moesim.load_scenario(
+        {"tokens": {"source": "file", "file": str(path), "tokens_per_step": 4, "seq_len": 4}}
+    ).tokens
+    stream = stream_for(config)
+    tokens, clusters = ts.generate(stream, 2, 4)
+    np.testing.assert_array_equal(tokens, rows[[8, 9, 0, 1]])
+    np.testing.assert_array_equal(clusters, labels[[8, 9, 0, 1]])
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (np.zeros(5), "expected 2-D"),
+        (np.array([[1.0, np.nan]]), "NaN or inf"),
+        (np.array([["a", "b"]]), "expected floats"),
+    ],
+)
+def test_bad_trace_files_have_clear_errors(tmp_path, content, message):
+    path = tmp_path / "bad.npy"
+    np.save(path, content)
+    with pytest.raises(ts.TraceError, match=message):
+        ts.load_trace(path)
+
+
+def test_trace_npz_needs_a_key_when_ambiguous(tmp_path):
+    path = tmp_path / "two.npz"
+    np.savez(path, a=np.zeros((2, 2)), b=np.zeros((2, 2)))
+    with pytest.raises(ts.TraceError, match="file_key"):
+        ts.load_trace(path)
+    assert ts.load_trace(path, "b")[0].shape == (2, 2)
+    with pytest.raises(ts.TraceError, match="not found"):
+        ts.load_trace(tmp_path / "missing.npy")
