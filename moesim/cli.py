@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -96,25 +97,38 @@ VERDICT_STYLE = {"balanced": "green", "imbalanced": "yellow", "collapsed": "bold
 
 def summary_table(title: str, summaries: list[dict]) -> Table:
     """One row per variant: balance, drops, convergence and the verdict."""
-    table = Table(title=title, title_style="bold", header_style="bold")
-    table.add_column("variant")
-    table.add_column("MaxVio\nglobal", justify="right")
-    table.add_column("MaxVio batch\nmean / final", justify="right")
-    table.add_column("CV", justify="right")
-    table.add_column("starved", justify="right")
-    table.add_column("drop rate\nassign / token", justify="right")
-    table.add_column("steps to\nbalance", justify="right")
-    table.add_column("verdict")
+    table = Table(
+        title=title,
+        title_style="bold",
+        header_style="bold",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    table.add_column("variant", no_wrap=True)
+    for header in (
+        "MaxVio\nglobal",
+        "MaxVio\nbatch",
+        "final\nbatch",
+        "CV",
+        "starved",
+        "dropped",
+        "balanced\nat step",
+    ):
+        table.add_column(header, justify="right", min_width=max(map(len, header.split("\n"))))
+    table.add_column("verdict", no_wrap=True)
     for s in summaries:
         style = VERDICT_STYLE.get(s["verdict"], "")
         partial = " [dim](partial)[/]" if s.get("partial") else ""
+        drop_rate = s["drop_rate"]
         table.add_row(
             s["variant"] + partial,
             _format(s["max_vio_global"]),
-            f"{_format(s['mean_max_vio_batch'])} / {_format(s['final_max_vio_batch'])}",
+            _format(s["mean_max_vio_batch"], 2),
+            _format(s["final_max_vio_batch"], 2),
             _format(s["cv"]),
             str(s["starved"]),
-            f"{_format(s['drop_rate'], 4)} / {_format(s['token_drop_rate'], 4)}",
+            "-" if drop_rate is None or math.isnan(drop_rate) else f"{drop_rate:.2%}",
             _format(s["steps_to_balance"]),
             f"[{style}]{s['verdict']}[/]" if style else s["verdict"],
         )
