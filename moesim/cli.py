@@ -6,8 +6,11 @@ code 2, never a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Annotated
@@ -135,6 +138,28 @@ def summary_table(title: str, summaries: list[dict]) -> Table:
     return table
 
 
+@contextlib.contextmanager
+def _stop_on_interrupt():
+    """First Ctrl-C: finish the current step, keep everything, mark it partial. Second: abort."""
+    requested = threading.Event()
+
+    def handler(signum, frame):
+        if requested.is_set():
+            signal.signal(signal.SIGINT, previous)
+            raise KeyboardInterrupt
+        requested.set()
+        errors.print("[yellow]stopping after this step (Ctrl-C again to abort)...[/]")
+
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, handler)
+    try:
+        yield requested.is_set
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, previous)
+
+
 @app.command()
 def run(
     scenario: Annotated[Path, typer.Argument(help="Scenario YAML file.")],
@@ -174,7 +199,10 @@ def run(
     if not quiet:
         console.print("[dim]compiling kernels (first run only)...[/]", highlight=False)
     try:
-        result = simulate(resolved, progress=not quiet, on_variant=save)
+        with _stop_on_interrupt() as stop_requested:
+            result = simulate(
+                resolved, progress=not quiet, on_variant=save, should_stop=stop_requested
+            )
     except TraceError as error:
         raise _fail(str(error)) from None
     save(result)
@@ -259,7 +287,11 @@ _register_commands()
 
 def main() -> None:
     """Console-script entry point."""
-    app()
+    try:
+        app()
+    except KeyboardInterrupt:
+        errors.print("[yellow]interrupted[/]")
+        sys.exit(EXIT_INTERRUPTED)
 
 
 if __name__ == "__main__":

@@ -379,10 +379,13 @@ def simulate_variant(
     history = {key: values[:records_done].copy() for key, values in history.items()}
     final_steps = steps_done - window_start
     if final_steps <= 0:
-        # Interrupted before the final window: use the last recorded windows instead.
+        # Interrupted before the final window: use the steps not yet recorded plus the last
+        # recorded windows instead.
         last_records = max(1, math.ceil(window / record_every))
-        final_loads = record_demand[:records_done][-last_records:].sum(axis=0)
-        final_steps = min(steps_done, last_records * record_every)
+        final_loads = record_demand[:records_done][-last_records:].sum(axis=0) + window_loads
+        final_steps = min(steps_done, last_records * record_every) + (
+            steps_done - records_done * record_every if steps_done < steps else 0
+        )
     summary = summarize(
         scenario,
         name=name,
@@ -550,7 +553,7 @@ def summarize(
     n_experts = scenario.router.experts
     assignments_per_step = n_tokens * spec.top_k
     final_stats = load_stats(final_loads, metrics_config.starved_fraction)
-    starved = int(final_stats["starved"]) if steps_done else 0
+    starved = int(final_stats["starved"]) if np.isfinite(final_stats["starved"]) else 0
     max_vio_global = final_stats["max_vio"]
     nan = float("nan")
 

@@ -176,3 +176,17 @@ def test_bit_identical_whatever_the_thread_count():
         digests.add(output.stdout.strip())
     assert len(digests) == 1, digests
     assert hashlib.sha256().hexdigest() not in digests
+
+
+def test_interrupt_before_the_first_record_still_summarizes():
+    calls = {"n": 0}
+
+    def stop_after_2():
+        calls["n"] += 1
+        return calls["n"] > 2
+
+    result = simulate_variant(scenario(), "early", should_stop=stop_after_2)
+    assert result.summary["steps_done"] == 2 and result.partial
+    assert len(result.history["step"]) == 0
+    assert np.isfinite(result.summary["max_vio_global"])
+    assert result.summary["final_window_steps"] == 2

@@ -334,7 +334,9 @@ def test_shipped_scenarios_draw_every_figure(tmp_path):
     if not files:
         pytest.skip("no shipped scenarios in scenarios/")
     for path in files:
-        scenario = scenario_module.load_scenario(path, ["steps=40", "tokens.tokens_per_step=256"])
+        scenario = scenario_module.load_scenario(
+            path, ["steps=40", "tokens.tokens_per_step=256", "tokens.seq_len=64"]
+        )
         out = write_results(simulate(scenario), tmp_path / path.stem)
         written = plots.write_figures(out)
         names = {p.stem for p in written}
