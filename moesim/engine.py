@@ -383,8 +383,8 @@ def simulate_variant(
         # recorded windows instead.
         last_records = max(1, math.ceil(window / record_every))
         final_loads = record_demand[:records_done][-last_records:].sum(axis=0) + window_loads
-        final_steps = min(steps_done, last_records * record_every) + (
-            steps_done - records_done * record_every if steps_done < steps else 0
+        final_steps = min(records_done, last_records) * record_every + (
+            steps_done - records_done * record_every
         )
     summary = summarize(
         scenario,
