@@ -27,6 +27,7 @@ from moesim.kernels.routing import (
     SCORE_SOFTMAX,
     SCORE_SOFTMAX_AFTER_TOPK,
     _insert_descending,
+    _scores_row,
 )
 
 AUX_NONE = 0
@@ -41,30 +42,19 @@ AFFINITY_EPS = 1e-20
 
 @njit
 def _affinities_row(logit_row, score_code, out):
-    """Aux-loss affinities ``p`` of one token (float64): softmax, or sigmoid normalised.
+    """Aux-loss affinities ``p`` of one token into ``out`` (float64).
 
-    Returns the sigmoid sum (``S + eps``) for the sigmoid case and 1.0 for softmax.
+    Softmax over all experts, or the sigmoid scores normalised to sum to one; the score math
+    is the router's own (``_scores_row``). Returns the sigmoid sum plus its guard for the
+    sigmoid case, 1.0 for softmax.
     """
-    n_experts = logit_row.shape[0]
-    if score_code == SCORE_SIGMOID:
-        total = 0.0
-        for e in range(n_experts):
-            out[e] = 1.0 / (1.0 + math.exp(-np.float64(logit_row[e])))
-            total += out[e]
-        total += AFFINITY_EPS
-        for e in range(n_experts):
-            out[e] /= total
-        return total
-    shift = np.float64(logit_row[0])
-    for e in range(1, n_experts):
-        shift = max(shift, np.float64(logit_row[e]))
-    total = 0.0
-    for e in range(n_experts):
-        out[e] = math.exp(np.float64(logit_row[e]) - shift)
-        total += out[e]
-    for e in range(n_experts):
+    _scores_row(logit_row, score_code, out)
+    if score_code != SCORE_SIGMOID:
+        return 1.0
+    total = out.sum() + AFFINITY_EPS
+    for e in range(out.shape[0]):
         out[e] /= total
-    return 1.0
+    return total
 
 
 @njit_parallel
@@ -270,26 +260,37 @@ def aux_coefficients(
 # The reward model: competence (rich get richer) x specialisation (affinity to what was learnt)
 
 
+@njit
+def _token_norm(tokens, t):
+    """Euclidean norm of token ``t`` (float64), guarded away from zero."""
+    total = 0.0
+    for j in range(tokens.shape[1]):
+        total += np.float64(tokens[t, j]) ** 2
+    return math.sqrt(total) + 1e-30
+
+
+@njit
+def _competence_affinity(tokens, t, norm, competence, knowledge, e):
+    """``competence_e * (1 + cos(x_t, m_e)) / 2`` (``m_e`` has unit norm)."""
+    dot = 0.0
+    for j in range(tokens.shape[1]):
+        dot += np.float64(tokens[t, j]) * knowledge[e, j]
+    return competence[e] * 0.5 * (1.0 + dot / norm)
+
+
 @njit_parallel
 def _competence_affinity_rewards(tokens, indices, keep, competence, knowledge, rewards):
     """``rewards[t, k] = competence_i * (1 + cos(x_t, m_i)) / 2`` for kept assignments, else 0."""
     n_tokens, top_k = indices.shape
-    dim = tokens.shape[1]
     for c in prange((n_tokens + CHUNK_TOKENS - 1) // CHUNK_TOKENS):
         for t in range(c * CHUNK_TOKENS, min(n_tokens, (c + 1) * CHUNK_TOKENS)):
-            norm = 0.0
-            for j in range(dim):
-                norm += np.float64(tokens[t, j]) ** 2
-            norm = math.sqrt(norm) + 1e-30
+            norm = _token_norm(tokens, t)
             for k in range(top_k):
-                if not keep[t, k]:
+                if keep[t, k]:
+                    e = indices[t, k]
+                    rewards[t, k] = _competence_affinity(tokens, t, norm, competence, knowledge, e)
+                else:
                     rewards[t, k] = 0.0
-                    continue
-                e = indices[t, k]
-                dot = 0.0
-                for j in range(dim):
-                    dot += np.float64(tokens[t, j]) * knowledge[e, j]
-                rewards[t, k] = competence[e] * 0.5 * (1.0 + dot / norm)
 
 
 @njit_parallel
@@ -299,20 +300,16 @@ def _best_rewards(tokens, competence, knowledge, best):
     The gate-weighted mean reward of the chosen experts cannot exceed it, so quality / best is
     in [0, 1]: 1 means the router sends each token's whole gate weight to its best expert.
     """
-    n_tokens, dim = tokens.shape
+    n_tokens = tokens.shape[0]
     n_experts = competence.shape[0]
     for c in prange((n_tokens + CHUNK_TOKENS - 1) // CHUNK_TOKENS):
         for t in range(c * CHUNK_TOKENS, min(n_tokens, (c + 1) * CHUNK_TOKENS)):
-            norm = 0.0
-            for j in range(dim):
-                norm += np.float64(tokens[t, j]) ** 2
-            norm = math.sqrt(norm) + 1e-30
+            norm = _token_norm(tokens, t)
             highest = 0.0
             for e in range(n_experts):
-                dot = 0.0
-                for j in range(dim):
-                    dot += np.float64(tokens[t, j]) * knowledge[e, j]
-                highest = max(highest, competence[e] * 0.5 * (1.0 + dot / norm))
+                highest = max(
+                    highest, _competence_affinity(tokens, t, norm, competence, knowledge, e)
+                )
             best[t] = highest
 
 
@@ -323,10 +320,7 @@ def _token_direction_sums(tokens, indices, keep, chunk_sums):
     dim = tokens.shape[1]
     for c in prange(chunk_sums.shape[0]):
         for t in range(c * CHUNK_TOKENS, min(n_tokens, (c + 1) * CHUNK_TOKENS)):
-            norm = 0.0
-            for j in range(dim):
-                norm += np.float64(tokens[t, j]) ** 2
-            norm = math.sqrt(norm) + 1e-30
+            norm = _token_norm(tokens, t)
             for k in range(top_k):
                 if keep[t, k]:
                     e = indices[t, k]

@@ -347,6 +347,18 @@ def resolve_router_spec(
     )
 
 
+def prepare_routing(logits, bias, **router_options):
+    """Validate logits, bias and routing options; returns ``(logits, bias, has_bias, spec)``.
+
+    The logits come back C-contiguous, the bias in the logits' dtype (zeros when absent), and
+    ``spec`` with every default resolved. Shared by :func:`route` and ``routing_step``.
+    """
+    logits = _check_logits(logits)
+    bias, has_bias = _check_bias(bias, logits.shape[1], logits.dtype)
+    spec = resolve_router_spec(logits.shape[1], has_bias=has_bias, **router_options)
+    return logits, bias, has_bias, spec
+
+
 def route(
     logits,
     bias=None,
@@ -388,11 +400,7 @@ def route(
     weights : ndarray, shape (T, K), dtype of ``logits``
         Gate weights of the chosen experts.
     """
-    logits = _check_logits(logits)
-    n_tokens, n_experts = logits.shape
-    bias, has_bias = _check_bias(bias, n_experts, logits.dtype)
-    spec = resolve_router_spec(
-        n_experts,
+    router_options = dict(
         top_k=top_k,
         score=score,
         n_groups=n_groups,
@@ -400,8 +408,9 @@ def route(
         group_score_topk=group_score_topk,
         normalize=normalize,
         route_scale=route_scale,
-        has_bias=has_bias,
     )
+    logits, bias, has_bias, spec = prepare_routing(logits, bias, **router_options)
+    n_tokens, n_experts = logits.shape
     indices = np.empty((n_tokens, spec.top_k), dtype=np.int64)
     weights = np.empty((n_tokens, spec.top_k), dtype=logits.dtype)
     chunk_counts = np.zeros((n_chunks_for(n_tokens), n_experts), dtype=np.int64)

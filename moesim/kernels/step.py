@@ -18,13 +18,7 @@ from moesim.kernels.capacity import (
     check_capacity_args,
     expert_capacity,
 )
-from moesim.kernels.routing import (
-    RouterSpec,
-    _check_bias,
-    _check_logits,
-    _route_chunks,
-    resolve_router_spec,
-)
+from moesim.kernels.routing import RouterSpec, _route_chunks, prepare_routing
 
 NO_CAPACITY = -1
 
@@ -93,11 +87,9 @@ def routing_step(
     Takes the arguments of :func:`moesim.route` and :func:`moesim.apply_capacity`; equals
     ``route`` + ``apply_capacity`` + ``bincount`` exactly, whatever ``NUMBA_NUM_THREADS`` is.
     """
-    logits = _check_logits(logits)
-    n_tokens, n_experts = logits.shape
-    bias, has_bias = _check_bias(bias, n_experts, logits.dtype)
-    spec = resolve_router_spec(
-        n_experts,
+    logits, bias, has_bias, spec = prepare_routing(
+        logits,
+        bias,
         top_k=top_k,
         score=score,
         n_groups=n_groups,
@@ -105,8 +97,8 @@ def routing_step(
         group_score_topk=group_score_topk,
         normalize=normalize,
         route_scale=route_scale,
-        has_bias=has_bias,
     )
+    n_tokens, n_experts = logits.shape
     check_capacity_args(capacity_factor, capacity_policy)
     capacity = (
         NO_CAPACITY
