@@ -99,7 +99,7 @@ VERDICT_STYLE = {"balanced": "green", "imbalanced": "yellow", "collapsed": "bold
 
 
 def summary_table(title: str, summaries: list[dict]) -> Table:
-    """One row per variant: balance, drops, convergence and the verdict."""
+    """One row per variant: balance, drops (when a capacity is set), convergence, verdict."""
     table = Table(
         title=title,
         title_style="bold",
@@ -108,22 +108,18 @@ def summary_table(title: str, summaries: list[dict]) -> Table:
         pad_edge=False,
         collapse_padding=True,
     )
+    show_drops = any(s.get("capacity") is not None for s in summaries)
+    headers = ["MaxVio\nglobal", "MaxVio\nbatch", "final\nbatch", "CV", "starved"]
+    headers += ["dropped"] * show_drops + ["balanced\nat step"]
     table.add_column("variant", no_wrap=True)
-    for header in (
-        "MaxVio\nglobal",
-        "MaxVio\nbatch",
-        "final\nbatch",
-        "CV",
-        "starved",
-        "dropped",
-        "balanced\nat step",
-    ):
+    for header in headers:
         table.add_column(header, justify="right", min_width=max(map(len, header.split("\n"))))
     table.add_column("verdict", no_wrap=True)
     for s in summaries:
         style = VERDICT_STYLE.get(s["verdict"], "")
         partial = " [dim](partial)[/]" if s.get("partial") else ""
         drop_rate = s["drop_rate"]
+        drops = "-" if drop_rate is None or math.isnan(drop_rate) else f"{drop_rate:.2%}"
         table.add_row(
             s["variant"] + partial,
             _format(s["max_vio_global"]),
@@ -131,7 +127,7 @@ def summary_table(title: str, summaries: list[dict]) -> Table:
             _format(s["final_max_vio_batch"], 2),
             _format(s["cv"]),
             str(s["starved"]),
-            "-" if drop_rate is None or math.isnan(drop_rate) else f"{drop_rate:.2%}",
+            *([drops] * show_drops),
             _format(s["steps_to_balance"]),
             f"[{style}]{s['verdict']}[/]" if style else s["verdict"],
         )
