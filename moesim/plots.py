@@ -462,7 +462,7 @@ def max_vio_over_steps(data: ResultsData) -> Figure:
         )
     _log_y(ax)
     ax.set_xlabel("step")
-    ax.set_ylabel("MaxVio_batch (max load / mean load - 1)")
+    ax.set_ylabel("MaxVio_batch\n(max / mean load − 1)")
     ax.set_xlim(left=0)
     _legend_below(fig, ax)
     _title(fig, data, "batch load imbalance over training")
