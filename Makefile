@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+SOURCES := moesim tests $(wildcard benchmarks)
 
 .PHONY: install test lint format run bench docs clean
 
@@ -15,12 +16,12 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check moesim tests benchmarks
-	$(VENV)/bin/ruff format --check moesim tests benchmarks
+	$(VENV)/bin/ruff check $(SOURCES)
+	$(VENV)/bin/ruff format --check $(SOURCES)
 
 format: $(STAMP)
-	$(VENV)/bin/ruff check --fix moesim tests benchmarks
-	$(VENV)/bin/ruff format moesim tests benchmarks
+	$(VENV)/bin/ruff check --fix $(SOURCES)
+	$(VENV)/bin/ruff format $(SOURCES)
 
 test: $(STAMP) lint
 	$(PY) -m pytest
