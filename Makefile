@@ -30,7 +30,7 @@ run: $(STAMP)
 	$(VENV)/bin/moesim run scenarios/deepseek_v3.yaml --force
 
 bench: $(STAMP)
-	$(PY) benchmarks/run.py
+	$(PY) benchmarks/routing.py --json benchmarks/results/routing.json
 
 clean:
 	rm -rf $(VENV) results .pytest_cache .hypothesis
