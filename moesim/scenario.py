@@ -222,6 +222,23 @@ class OutputConfig(_Section):
     save_loads: bool = Field(True, description="Write per-expert loads and biases (loads.npz).")
 
 
+class SweepConfig(_Section):
+    """Parameter sweep of `moesim sweep` (docs/sweeps.md); `moesim run` ignores it."""
+
+    grid: dict[str, list | str] = Field(
+        default_factory=dict,
+        description="Key path -> list of values, or logspace(a,b,n), linspace(a,b,n), "
+        "range(a,b[,step]).",
+    )
+    zip: list[list[str]] = Field(
+        default_factory=list,
+        description="Groups of grid keys varied together (equal lengths) instead of crossed.",
+    )
+    seeds: int = Field(1, ge=1, le=1_000_000, description="Seeds per point: seed, seed+1, ...")
+    metric: str = Field("max_vio_global", description="Summary metric that picks the best point.")
+    minimize: bool = Field(True, description="Best is the smallest metric (false: the largest).")
+
+
 _NAME_PATTERN = r"^[A-Za-z0-9_.+-]+$"
 
 
@@ -248,6 +265,7 @@ class Scenario(_Section):
     learning: LearningConfig = Field(default_factory=LearningConfig, description="Learning.")
     metrics: MetricsConfig = Field(default_factory=MetricsConfig, description="Metrics.")
     output: OutputConfig = Field(default_factory=OutputConfig, description="Output.")
+    sweep: SweepConfig = Field(default_factory=SweepConfig, description="Parameter sweep.")
     variants: list[Variant] = Field(
         default_factory=list, description="Named partial overrides, run on the same tokens."
     )
