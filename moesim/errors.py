@@ -12,13 +12,16 @@ class Problem:
     Attributes
     ----------
     file : str or None
-        The scenario file, or ``--set KEY=VALUE`` for a command-line override.
+        The scenario file, or ``--set KEY=VALUE`` for a command-line override; None for a
+        scenario given as a mapping.
     line, column : int or None
         1-based position of the offending key in the file, when known.
     path : str
-        Key path, e.g. ``router.top_k`` or ``variants[2].router.score``.
+        Key path, e.g. ``router.top_k`` or ``variants[2].router.score``; empty for the whole file.
     message : str
-        What was expected and what was found, with a suggestion when one is likely.
+        What was expected and what was found.
+    hint : str or None
+        A likely fix, e.g. ``did you mean 'top_k'?``.
     """
 
     file: str | None
@@ -26,18 +29,35 @@ class Problem:
     column: int | None
     path: str
     message: str
+    hint: str | None = None
 
-    def __str__(self) -> str:
-        where = self.file or "<scenario>"
+    @property
+    def location(self) -> str:
+        """``file:line:column`` (as much of it as is known), or an empty string."""
+        if self.file is None:
+            return "" if self.line is None else f"line {self.line}"
+        where = self.file
         if self.line is not None:
             where += f":{self.line}"
             if self.column is not None:
                 where += f":{self.column}"
-        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+        return where
+
+    def __str__(self) -> str:
+        text = self.message + (f"; {self.hint}" if self.hint else "")
+        if self.path:
+            text = f"{self.path}: {text}"
+        return f"{self.location}: {text}" if self.location else text
 
 
 class ScenarioError(ValueError):
-    """A scenario that cannot be used; ``str()`` gives one line per problem."""
+    """A scenario that cannot be used; ``str()`` gives one line per problem.
+
+    Attributes
+    ----------
+    problems : list of Problem
+        Every problem found, in the order found.
+    """
 
     def __init__(self, problems: list[Problem]):
         self.problems = list(problems)

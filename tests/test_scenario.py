@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import BaseModel
 
 import moesim
 from moesim.errors import ScenarioError
 from moesim.scenario import (
+    Scenario,
     dump_yaml,
     example_scenario_yaml,
     expand_variants,
@@ -19,7 +25,8 @@ from moesim.scenario import (
     scenario_json_schema,
 )
 
-SHIPPED = sorted(Path("scenarios").glob("*.yaml"))
+ROOT = Path(__file__).parent.parent
+SHIPPED = sorted((ROOT / "scenarios").glob("*.yaml"))
 
 
 def test_defaults_fill_every_section():
@@ -33,20 +40,71 @@ def test_defaults_fill_every_section():
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
-def test_shipped_scenarios_load(path):
+def test_shipped_scenarios_load_and_stay_small(path):
     scenario = load_scenario(path)
     assert scenario.name == path.stem
-    assert expand_variants(scenario)
+    for _, variant in expand_variants(scenario):
+        assert variant.tokens.tokens_per_step <= 4096 and variant.router.experts <= 256
+        assert variant.steps <= 1000
+
+
+@pytest.mark.parametrize(
+    "name", ["deepseek_v3", "deepseek_v2", "switch", "sigmoid_vs_softmax", "bias_rate"]
+)
+def test_example_scenarios_give_a_reason_for_every_setting(name):
+    # style.md: "every experiment file sets only what differs, each line with a one-line reason"
+    for line in (ROOT / "scenarios" / f"{name}.yaml").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key.startswith(" ") and value.strip() and not key.strip().startswith(("-", "#")):
+            if not value.strip().startswith("{"):  # a variant's override: its name says why
+                assert "#" in value, f"{name}.yaml: no reason given for: {line.strip()}"
+
+
+def _load(name: str):
+    return load_scenario(ROOT / "scenarios" / f"{name}.yaml")
 
 
 def test_deepseek_v3_scenario_is_the_671b_router():
-    router = load_scenario("scenarios/deepseek_v3.yaml").router
+    scenario = _load("deepseek_v3")
+    router = scenario.router
     assert (router.experts, router.top_k, router.groups, router.topk_groups) == (256, 8, 8, 4)
     assert router.score == "sigmoid" and router.route_scale == 2.5 and router.normalize
+    bias = scenario.balance.bias
+    assert bias.enabled and bias.rate == 1e-3 and bias.rule == "sign"
+    assert scenario.capacity.factor is None
+    tokens = scenario.tokens
+    assert (tokens.tokens_per_step, tokens.dim, tokens.clusters) == (4096, 64, 64)
+    assert tokens.cluster_weights == "zipf" and tokens.zipf_exponent == 1.0
+
+
+def test_deepseek_v2_and_switch_scenarios():
+    v2 = _load("deepseek_v2")
+    assert (v2.router.experts, v2.router.top_k, v2.router.groups, v2.router.topk_groups) == (
+        160,
+        6,
+        8,
+        3,
+    )
+    assert v2.router.score == "softmax" and v2.router.route_scale == 16.0
+    assert v2.capacity.factor == 1.0 and not v2.balance.bias.enabled
+    assert v2.balance.aux.kind == "none" and v2.steps == 300
+    switch = _load("switch")
+    assert (switch.router.experts, switch.router.top_k, switch.router.score) == (64, 1, "softmax")
+    assert switch.capacity.factor == 1.25 and switch.capacity.policy == "probs"
+    assert not switch.balance.bias.enabled and switch.steps == 300
+
+
+def test_comparison_scenarios_differ_only_where_they_say():
+    rates = {n: v.balance.bias.rate for n, v in expand_variants(_load("bias_rate"))}
+    assert rates == {"u-1e-4": 1e-4, "u-1e-3": 1e-3, "u-1e-2": 1e-2}
+    assert _load("bias_rate").router.init_skew > 0
+    scores = {n: v.router.score for n, v in expand_variants(_load("sigmoid_vs_softmax"))}
+    assert scores == {"sigmoid": "sigmoid", "softmax": "softmax"}
+    assert _load("sigmoid_vs_softmax").balance.bias.enabled
 
 
 def test_collapse_scenario_has_the_eight_named_variants():
-    names = [name for name, _ in expand_variants(load_scenario("scenarios/collapse.yaml"))]
+    names = [name for name, _ in expand_variants(_load("collapse"))]
     assert names == [
         f"{score}-{method}"
         for score in ("sigmoid", "softmax")
@@ -76,7 +134,9 @@ def test_yaml_reads_exponents_without_a_dot(tmp_path):
 
 
 def test_overrides_apply_after_the_file_and_reach_variants():
-    scenario = load_scenario("scenarios/bias_rate.yaml", ["router.score=softmax", "steps=7"])
+    scenario = load_scenario(
+        ROOT / "scenarios" / "bias_rate.yaml", ["router.score=softmax", "steps=7"]
+    )
     for _, variant in expand_variants(scenario):
         assert variant.router.score == "softmax" and variant.steps == 7
     rates = [v.balance.bias.rate for _, v in expand_variants(scenario)]
@@ -92,118 +152,210 @@ def test_relative_trace_path_resolves_against_the_scenario(tmp_path):
     assert load_scenario(path).tokens.file == str((tmp_path / "trace.npy").resolve())
 
 
-# A corpus of broken scenarios: (file content, exact message fragments). Each fragment includes
-# the position, so the tests pin the line and column users are pointed at.
-BROKEN = {
-    "yaml_syntax": ("router: [1, 2\n", ["bad.yaml:2:1: invalid YAML: expected ','"]),
-    "not_a_mapping": ("- 1\n- 2\n", ["bad.yaml:1:1: expected a mapping of sections"]),
-    "unknown_section": (
-        "rooter:\n  experts: 8\n",
-        ["bad.yaml:1:1: rooter: unknown key; did you mean 'router'?"],
-    ),
-    "unknown_key": (
-        "router:\n  topk: 3\n",
-        ["bad.yaml:2:3: router.topk: unknown key; did you mean 'top_k'?"],
-    ),
-    "wrong_type": (
-        "router:\n  top_k: eight\n",
-        ["bad.yaml:2:3: router.top_k: expected an integer, got 'eight'"],
-    ),
-    "bad_choice": (
-        "router:\n  score: sigmod\n",
-        [
-            "bad.yaml:2:3: router.score: expected one of 'sigmoid', 'softmax' or "
-            "'softmax_after_topk', got 'sigmod'; did you mean 'sigmoid'?"
-        ],
-    ),
-    "out_of_bounds": ("steps: 0\n", ["bad.yaml:1:1: steps: must be >= 1 (got 0)"]),
-    "k_above_e": (
-        "router:\n  experts: 8\n  top_k: 9\n",
-        ["bad.yaml:3:3: router.top_k: must be <= router.experts (got top_k=9, experts=8)"],
-    ),
-    "groups_not_dividing": (
-        "router:\n  experts: 10\n  groups: 4\n",
-        ["bad.yaml:3:3: router.groups: must divide router.experts=10 (got 4)"],
-    ),
-    "too_few_kept_experts": (
-        "router:\n  experts: 16\n  top_k: 6\n  groups: 4\n  topk_groups: 1\n",
-        [
-            "bad.yaml:5:3: router.topk_groups: kept groups hold 1 x 4 = 4 experts, fewer than "
-            "router.top_k=6"
-        ],
-    ),
-    "seq_len_not_dividing": (
-        "tokens:\n  tokens_per_step: 1000\n  seq_len: 300\n",
-        ["bad.yaml:3:3: tokens.seq_len: must divide tokens.tokens_per_step=1000 (got 300)"],
-    ),
-    "missing_trace": (
-        "tokens:\n  source: file\n",
-        ["bad.yaml:1:1: tokens.file: required when tokens.source is file"],
-    ),
-    "trace_not_found": (
-        "tokens:\n  source: file\n  file: absent.npy\n",
-        ["bad.yaml:3:3: tokens.file: trace file not found:"],
-    ),
-    "explicit_weights_length": (
-        "tokens:\n  clusters: 3\n  cluster_weights: explicit\n  explicit_weights: [1, 2]\n",
-        ["bad.yaml:4:3: tokens.explicit_weights: needs one weight per cluster (3), got 2"],
-    ),
-    "aux_without_alpha": (
-        "learning: {enabled: true}\nbalance:\n  aux:\n    kind: batch\n",
-        ["balance.aux.alpha: set balance.aux.alpha > 0 for kind 'batch'"],
-    ),
-    "aux_without_learning": (
-        "balance:\n  aux: {kind: batch, alpha: 0.1}\n",
-        ["learning.enabled: auxiliary losses act through router learning"],
-    ),
-    "bad_variant": (
-        "variants:\n  - name: ok\n  - name: big\n    router: {top_k: 300}\n  - name: typo\n"
-        "    rooter: {}\n",
-        [
-            "bad.yaml:4:14: variants[1].router.top_k: must be <= router.experts",
-            "bad.yaml:6:5: variants[2].rooter: unknown key; did you mean 'router'?",
-        ],
-    ),
-    "duplicate_variant": (
-        "variants:\n  - name: a\n  - name: a\n",
-        ["bad.yaml:3:5: variants[1].name: duplicate variant name 'a'"],
-    ),
-}
+# A corpus of broken scenarios: tests/data/bad/NAME.yaml, each paired with NAME.expected, whose
+# lines must each begin a line of the error message. The fragments include the position, so the
+# tests pin the line and column users are pointed at.
+BAD = Path(__file__).parent / "data" / "bad"
+BROKEN = sorted(BAD.glob("*.yaml"))
 
 
-@pytest.mark.parametrize("case", sorted(BROKEN))
-def test_broken_scenarios_explain_themselves(case, tmp_path):
-    content, fragments = BROKEN[case]
-    path = tmp_path / "bad.yaml"
-    path.write_text(content)
+def _error_lines(path) -> list[str]:
     with pytest.raises(ScenarioError) as caught:
         load_scenario(path)
-    message = str(caught.value).replace(str(tmp_path) + "/", "")
-    for fragment in fragments:
-        assert fragment in message, message
+    message = str(caught.value)
     assert "Traceback" not in message
+    assert message == "\n".join(str(problem) for problem in caught.value.problems)
+    return message.replace(str(BAD) + "/", "").splitlines()
 
 
-def test_missing_file_and_bad_override():
-    with pytest.raises(ScenarioError, match="scenario file not found: nowhere.yaml"):
+@pytest.mark.parametrize("path", BROKEN, ids=lambda p: p.stem)
+def test_broken_scenarios_explain_themselves(path):
+    lines = _error_lines(path)
+    for fragment in path.with_suffix(".expected").read_text().splitlines():
+        assert any(line.startswith(fragment) for line in lines), (fragment, lines)
+
+
+def test_the_broken_corpus_is_complete():
+    assert len(BROKEN) >= 30
+    assert sorted(BAD.glob("*.expected")) == [p.with_suffix(".expected") for p in BROKEN]
+
+
+def test_an_unknown_key_without_a_likely_match_has_no_suggestion():
+    (line,) = _error_lines(BAD / "unknown_key_no_guess.yaml")
+    assert line.endswith("router.flux_capacitor: unknown key")
+
+
+def test_problems_carry_their_parts():
+    with pytest.raises(ScenarioError) as caught:
+        load_scenario(BAD / "unknown_key.yaml")
+    (problem,) = caught.value.problems
+    assert (problem.line, problem.column, problem.path) == (3, 3, "router.topk")
+    assert problem.message == "unknown key" and problem.hint == "did you mean 'top_k'?"
+    assert problem.file == str(BAD / "unknown_key.yaml")
+    assert isinstance(caught.value, ValueError)
+
+
+def test_every_problem_of_a_file_is_reported_at_once(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("steps: 0\nrouter:\n  topk: 3\n  score: sigmod\n")
+    lines = str(pytest.raises(ScenarioError, load_scenario, path).value).splitlines()
+    assert [line.split(": ")[1] for line in lines] == ["steps", "router.topk", "router.score"]
+
+
+def test_missing_file_and_folder(tmp_path):
+    with pytest.raises(ScenarioError) as caught:
         load_scenario("nowhere.yaml")
-    with pytest.raises(ScenarioError, match=r"router\.top_k: must be <= router\.experts \(got"):
-        load_scenario({}, ["router.experts=3"])
-    with pytest.raises(ScenarioError, match=r"--set router\.top_k=0: router\.top_k: must be >= 1"):
-        load_scenario({}, ["router.top_k=0"])
-    with pytest.raises(ScenarioError, match="expected KEY=VALUE"):
-        load_scenario({}, ["router.top_k"])
-    with pytest.raises(ScenarioError, match=r"--set balance\.bias\.rat=1: .*did you mean 'rate'"):
-        load_scenario({}, ["balance.bias.rat=1"])
+    assert str(caught.value) == "scenario file not found: nowhere.yaml"
+    with pytest.raises(ScenarioError, match="is a folder, not a scenario file"):
+        load_scenario(tmp_path)
 
 
-def test_json_schema_and_docs_are_current():
-    schema = scenario_json_schema()
-    assert "router" in schema["properties"]
-    json.dumps(schema)
-    assert Path("docs/scenarios.md").read_text() == render_scenario_docs(), (
-        "docs/scenarios.md is out of date: run `moesim schema --markdown > docs/scenarios.md`"
+def test_an_empty_file_is_the_default_scenario(tmp_path):
+    path = tmp_path / "empty.yaml"
+    path.write_text("# nothing set\n")
+    assert load_scenario(path) == load_scenario({})
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["router.experts=3"], "--set router.experts=3: router.top_k: must be <= router.experts"),
+        (["router.top_k=0"], "--set router.top_k=0: router.top_k: must be >= 1 (got 0)"),
+        (["router.top_k"], "--set router.top_k: expected KEY=VALUE with a dotted key"),
+        (["=3"], "--set =3: expected KEY=VALUE"),
+        (["router..top_k=3"], "--set router..top_k=3: expected KEY=VALUE"),
+        (["balance.bias.rat=1"], "--set balance.bias.rat=1: balance.bias.rat: unknown key; did "),
+        (["rooter.top_k=1"], "--set rooter.top_k=1: rooter: unknown key; did you mean 'router'?"),
+        (["router.top_k=eight"], "--set router.top_k=eight: router.top_k: expected an integer"),
+        (["steps.x=1"], "--set steps.x=1: steps: expected an integer, got {'x': 1}"),
+        (["balance.aux.kind=batch"], "--set balance.aux.kind=batch: balance.aux.alpha: set"),
+    ],
+)
+def test_bad_overrides_name_the_override(overrides, message):
+    with pytest.raises(ScenarioError) as caught:
+        load_scenario({}, overrides)
+    assert str(caught.value).startswith(message), str(caught.value)
+
+
+def test_overrides_beat_the_file_and_the_variants(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("steps: 5\nvariants:\n  - name: a\n    steps: 6\n  - name: b\n")
+    scenario = load_scenario(path, ["steps=7", "name=renamed"])
+    assert scenario.steps == 7 and scenario.name == "renamed"
+    assert [(n, v.steps) for n, v in expand_variants(scenario)] == [("a", 7), ("b", 7)]
+    # A bad override reaching a variant is reported at the override.
+    with pytest.raises(ScenarioError, match=r"^--set steps=0: steps: must be >= 1"):
+        load_scenario(path, ["steps=0"])
+    assert expand_variants(load_scenario(path, ["variants=[]"])) == [
+        ("scenario", load_scenario(path, ["variants=[]"]))
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("1e-3", 1e-3), ("-2.5E+4", -2.5e4), ("1.0e-3", 1e-3), ("12", 12), (".5", 0.5)],
+)
+def test_files_read_exponents_as_floats(tmp_path, text, value):
+    path = tmp_path / "s.yaml"
+    path.write_text(f"learning:\n  competence_tokens: {text}\n")
+    if value < 0:  # out of bounds, but read as a number
+        with pytest.raises(ScenarioError, match=r"must be > 0\.0 \(got -25000\.0\)"):
+            load_scenario(path)
+        return
+    loaded = load_scenario(path).learning.competence_tokens
+    assert loaded == value and type(loaded) is float
+
+
+def test_integral_floats_are_accepted_for_integers():
+    scenario = load_scenario({}, ["steps=1e3", "tokens.tokens_per_step=2048.0"])
+    assert scenario.steps == 1000 and type(scenario.steps) is int
+    assert scenario.tokens.tokens_per_step == 2048
+
+
+def test_variants_expand_in_order_with_common_settings():
+    scenario = _load("sigmoid_vs_softmax")
+    expanded = expand_variants(scenario)
+    assert [name for name, _ in expanded] == ["sigmoid", "softmax"]
+    sigmoid, softmax = (variant for _, variant in expanded)
+    assert (sigmoid.router.score, softmax.router.score) == ("sigmoid", "softmax")
+    assert sigmoid.variants == [] and softmax.variants == []
+    # Apart from the score, the variants are the base.
+    assert sigmoid.model_dump(exclude={"router", "variants"}) == softmax.model_dump(
+        exclude={"router", "variants"}
     )
+    assert softmax.balance.bias.enabled and softmax.tokens == scenario.tokens
+    assert expand_variants(load_scenario({})) == [("scenario", load_scenario({}))]
+
+
+def test_expand_variants_of_an_unchecked_scenario_names_the_variant():
+    scenario = Scenario(variants=[{"name": "big", "router": {"top_k": 300}}])
+    with pytest.raises(ScenarioError, match=r"^variants\[0\]\.router\.top_k: must be <= "):
+        expand_variants(scenario)
+
+
+def test_variant_trace_paths_resolve_against_the_scenario(tmp_path):
+    import numpy as np
+
+    (tmp_path / "traces").mkdir()
+    for name in ("a", "b"):
+        np.save(tmp_path / "traces" / f"{name}.npy", np.zeros((8, 4), dtype=np.float32))
+    path = tmp_path / "s.yaml"
+    path.write_text(
+        "tokens: {source: file, file: traces/a.npy, tokens_per_step: 8, seq_len: 8}\n"
+        "variants:\n  - name: a\n  - name: b\n    tokens: {file: traces/b.npy}\n"
+    )
+    files = [v.tokens.file for _, v in expand_variants(load_scenario(path))]
+    assert files == [str((tmp_path / "traces" / f"{n}.npy").resolve()) for n in ("a", "b")]
+
+
+def test_the_resolved_dump_reloads_identically(tmp_path):
+    scenario = _load("deepseek_v3")
+    path = tmp_path / "scenario.resolved.yaml"
+    path.write_text(dump_yaml(scenario))
+    assert load_scenario(path) == scenario
+    assert load_scenario(scenario) == scenario
+
+
+def test_json_schema_describes_every_field():
+    schema = scenario_json_schema()
+    json.dumps(schema)
+    assert schema["title"] == "moesim scenario" and "router" in schema["properties"]
+    router = schema["$defs"]["RouterConfig"]
+    assert router["additionalProperties"] is False
+    assert router["properties"]["score"]["enum"] == ["sigmoid", "softmax", "softmax_after_topk"]
+    assert router["properties"]["experts"]["maximum"] == 65536
+
+    def models(model):
+        yield model
+        for field in model.model_fields.values():
+            if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+                yield from models(field.annotation)
+
+    for model in models(Scenario):
+        for name, field in model.model_fields.items():
+            assert field.description, f"{model.__name__}.{name} has no description"
+            assert name in render_scenario_docs()
+
+
+def test_docs_are_current():
+    docs = Path(__file__).parent.parent / "docs" / "scenarios.md"
+    assert docs.read_text() == render_scenario_docs(), (
+        "docs/scenarios.md is out of date: run `python -m moesim.scenario docs > docs/scenarios.md`"
+    )
+
+
+def test_module_entry_point_prints_the_docs():
+    done = subprocess.run(
+        [sys.executable, "-W", "ignore", "-m", "moesim.scenario", "docs"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout == render_scenario_docs()
+    usage = subprocess.run(
+        [sys.executable, "-W", "ignore", "-m", "moesim.scenario"], capture_output=True, text=True
+    )
+    assert usage.returncode == 2 and "usage" in usage.stderr
 
 
 def test_example_scenario_loads(tmp_path):
@@ -211,3 +363,73 @@ def test_example_scenario_loads(tmp_path):
     path.write_text(example_scenario_yaml("example"))
     scenario = load_scenario(path)
     assert scenario.name == "example" and len(expand_variants(scenario)) == 2
+
+
+# ----------------------------------------------------------------------------------------------
+# Properties
+
+_finite = st.floats(allow_nan=False, allow_infinity=False)
+
+
+@given(st.one_of(_finite, st.integers(-(10**12), 10**12), st.booleans(), st.none()))
+def test_override_values_round_trip(value):
+    words = {True: "true", False: "false", None: "null"}
+    text = words[value] if isinstance(value, bool) or value is None else repr(value)
+    assert parse_override(f"balance.bias.rate={text}") == (("balance", "bias", "rate"), value)
+
+
+@given(
+    experts=st.integers(1, 64),
+    top_k=st.integers(1, 70),
+    groups=st.integers(1, 9),
+    topk_groups=st.integers(1, 9),
+)
+def test_router_combinations_load_exactly_when_routable(experts, top_k, groups, topk_groups):
+    router = dict(experts=experts, top_k=top_k, groups=groups, topk_groups=topk_groups)
+    routable = (
+        top_k <= experts
+        and experts % groups == 0
+        and topk_groups <= groups
+        and topk_groups * (experts // groups) >= top_k
+    )
+    try:
+        loaded = load_scenario({"router": router}).router
+    except ScenarioError as error:
+        assert not routable
+        assert all(p.path.startswith("router.") for p in error.problems)
+    else:
+        assert routable and loaded.model_dump(include=set(router)) == router
+
+
+_JUNK = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 10**9),
+    _finite,
+    st.text(max_size=8),
+    st.lists(st.integers(-2, 3), max_size=3),
+    st.dictionaries(st.sampled_from(["x", "top_k", "rate"]), st.integers(), max_size=2),
+)
+_LEAVES = [
+    f"{section}.{name}"
+    for section in ("tokens", "router", "capacity", "learning", "metrics", "output")
+    for name in Scenario.model_fields[section].annotation.model_fields
+] + ["balance.bias.rate", "balance.aux.kind", "steps", "name", "variants", "tokens.drift"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(_LEAVES), _JUNK, max_size=4))
+def test_any_input_is_a_scenario_or_a_scenario_error(assignments):
+    data: dict = {}
+    for dotted, value in assignments.items():
+        node = data
+        *parents, last = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    try:
+        scenario = load_scenario(data)
+    except ScenarioError as error:
+        assert error.problems and all(str(p) for p in error.problems)
+    else:
+        expand_variants(scenario)
