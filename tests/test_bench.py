@@ -1,0 +1,84 @@
+"""The benchmark harness runs end to end (tiny sizes) and writes the expected JSON; no timings
+are asserted."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+from rich.console import Console
+from typer.testing import CliRunner
+
+from moesim import bench
+from moesim.cli import app
+
+
+def test_summarize_samples_median_and_iqr():
+    timing = bench.summarize_samples([4.0, 1.0, 3.0, 2.0, 5.0])
+    assert timing == {"median": 3.0, "iqr": 2.0, "repeats": 5}
+    assert bench.summarize_samples([0.5]) == {"median": 0.5, "iqr": 0.0, "repeats": 1}
+
+
+def test_result_hash_ignores_timings_only():
+    bias = np.arange(4, dtype=np.float32)
+    summary = {"max_vio_global": 0.1, "seconds": 1.0, "steps_per_second": 10.0}
+    same = bench.result_hash({**summary, "seconds": 2.0, "steps_per_second": 5.0}, bias)
+    assert bench.result_hash(summary, bias) == same
+    assert bench.result_hash(summary, bias + 1) != same
+
+
+@pytest.mark.skipif(not bench.torch_available(), reason="torch (bench extra) not installed")
+def test_torch_twin_matches_route():
+    import torch
+
+    from moesim import route
+
+    logits, bias = bench.routing_inputs(64)
+    options = {k: v for k, v in bench.DEEPSEEK_V3_ROUTING.items() if k != "score"}
+    indices, _ = bench.torch_route(torch.from_numpy(logits), torch.from_numpy(bias), **options)
+    ours, _ = route(logits, bias, **bench.DEEPSEEK_V3_ROUTING)
+    np.testing.assert_array_equal(np.sort(indices.numpy(), 1), np.sort(ours, 1))
+
+
+def test_tiny_suite_end_to_end(tmp_path):
+    output = tmp_path / "latest.json"
+    results = bench.run_suite(mode="tiny", threads=1, output=output)
+    saved = json.loads(output.read_text())
+    assert set(saved) == {"meta", "goals", *bench.SECTIONS}
+    assert {"cpu", "cores", "numpy", "numba", "torch", "load_average"} <= set(saved["meta"])
+    for row in saved["routing"]["rows"]:
+        assert {"tokens", "moesim", "reference"} <= set(row)
+        assert {"median", "iqr", "repeats"} <= set(row["moesim"])
+        if saved["meta"]["torch"] is not None:
+            assert 0.0 <= row["torch_agreement"] <= 1.0
+    assert {"blas_logits", "blas_gradient", "learning_off", "learning_on", "pieces"} <= set(
+        saved["step"]
+    )
+    assert saved["scaling"]["identical"] is True
+    assert {"steps_per_second_1t", "steps_per_second_2t", "hash"} <= set(
+        saved["scaling"]["rows"][0]
+    )
+    assert saved["startup"]["warm"]["median"] > 0
+    assert saved["memory"]["peak_rss_mb"] > 0 and saved["memory"]["extrapolated"]
+    statuses = {g["goal"]: g["status"] for g in saved["goals"]}
+    assert len(statuses) == 8 and set(statuses.values()) <= {"PASS", "MISS", "SKIP"}
+    buffer = io.StringIO()
+    bench.render(results, Console(file=buffer, width=120))
+    assert "Goals" in buffer.getvalue()
+
+
+def test_cli_bench_one_section(tmp_path):
+    output = tmp_path / "bench.json"
+    result = CliRunner().invoke(
+        app, ["bench", "--tiny", "--threads", "1", "--sections", "step", "-o", str(output)]
+    )
+    assert result.exit_code == 0, result.output
+    assert set(json.loads(output.read_text())) == {"meta", "step", "goals"}
+
+
+def test_cli_bench_rejects_unknown_section(tmp_path):
+    result = CliRunner().invoke(app, ["bench", "--sections", "routing,warp", "-o", "x.json"])
+    assert result.exit_code == 2
+    assert "warp" in result.output
