@@ -943,7 +943,7 @@ router:                      # DeepSeek-V3 style
 balance:
   bias:
     enabled: true            # auxiliary-loss-free balancing
-    rate: 1.0e-3             # u: bias change per step
+    rate: 1e-3               # u: bias change per step
 
 capacity:
   factor: null               # null: no token dropping (e.g. 1.25 to cap expert loads)
