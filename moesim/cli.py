@@ -18,6 +18,7 @@ from typing import Annotated
 import typer
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 import moesim
@@ -49,7 +50,8 @@ SetOption = Annotated[
 
 
 def _fail(message: str, code: int = EXIT_INVALID) -> typer.Exit:
-    errors.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    # User text (paths, values) may contain [brackets]: escape it so rich prints it as is.
+    errors.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
