@@ -1,0 +1,191 @@
+"""``moesim sweep``: a parameter grid x seeds, on a local process pool or a Dask cluster.
+
+Registered on the main app by :func:`register` (``cli.py`` calls ``register(app)``). Helpers of
+``moesim.cli`` are imported inside the command: ``cli.py`` imports this module while it loads.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+EXIT_INVALID = 2
+EXIT_REFUSED = 1
+EXIT_FAILED_POINTS = 1
+EXIT_INTERRUPTED = 130
+
+
+def sweep_command(
+    scenario: Annotated[Path, typer.Argument(help="Scenario YAML file (its sweep: section).")],
+    grid: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--grid",
+            "-g",
+            metavar="KEY=V1,V2,...",
+            help="Swept parameter: KEY=V1,V2,... or KEY=logspace(a,b,n), linspace(a,b,n), "
+            "range(a,b[,step]) (repeatable; wins over the scenario's sweep.grid).",
+        ),
+    ] = None,
+    zip_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--zip",
+            metavar="KEY1,KEY2",
+            help="Vary these grid keys together instead of crossing them (repeatable).",
+        ),
+    ] = None,
+    seeds: Annotated[
+        int | None, typer.Option(min=1, help="Seeds per point (default: sweep.seeds, 1).")
+    ] = None,
+    jobs: Annotated[
+        int | None,
+        typer.Option("--jobs", "-j", min=1, help="Local worker processes (default: CPU count)."),
+    ] = None,
+    executor: Annotated[
+        str, typer.Option(help="local (process pool) or dask (distributed cluster).")
+    ] = "local",
+    address: Annotated[
+        str | None,
+        typer.Option(help="Dask scheduler, e.g. tcp://HOST:8786 (default: a local cluster)."),
+    ] = None,
+    metric: Annotated[
+        str | None,
+        typer.Option(help="Metric that picks the best point (default: sweep.metric)."),
+    ] = None,
+    maximize: Annotated[
+        bool, typer.Option("--maximize", help="Best is the largest metric (e.g. quality).")
+    ] = False,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            "-s",
+            metavar="KEY=VALUE",
+            help="Override a base scenario field, e.g. --set router.top_k=4 (repeatable).",
+        ),
+    ] = None,
+    steps: Annotated[int | None, typer.Option(help="Override the number of steps.")] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Results folder (default results/<name>-sweep)."),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Start over, replacing results in the folder.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Sweep a parameter grid x seeds; resumable, one stored file per finished point."""
+    from moesim.cli import _fail, _load, _stop_on_interrupt, console, errors
+    from moesim.errors import ScenarioError
+    from moesim.sweep import (
+        SweepExistsError,
+        aggregate_table,
+        expand_grid,
+        numeric_metrics,
+        parse_grid_option,
+        run_sweep,
+        sweep_points,
+    )
+
+    if executor not in ("local", "dask"):
+        raise _fail(f"--executor must be local or dask, got {executor!r}")
+    if address is not None and executor != "dask":
+        raise _fail("--address needs --executor dask")
+    if executor == "dask":
+        try:
+            import distributed  # noqa: F401
+        except ImportError:
+            raise _fail(
+                "--executor dask needs dask.distributed: pip install 'moesim[dask]'"
+            ) from None
+
+    base = _load(scenario, set_, steps)
+    spec = base.sweep
+    try:
+        merged = dict(spec.grid)
+        for text in grid or []:
+            key, values = parse_grid_option(text)
+            merged[key] = values
+        cli_groups = [[k.strip() for k in text.split(",") if k.strip()] for text in zip_ or []]
+        cli_keys = {k for group in cli_groups for k in group}
+        zip_groups = cli_groups + [g for g in spec.zip if not cli_keys & set(g)]
+        n_seeds = seeds if seeds is not None else spec.seeds
+        combos = expand_grid(merged, zip_groups)
+        points = sweep_points(base, combos, n_seeds)
+    except ScenarioError as error:
+        raise _fail(str(error)) from None
+    chosen_metric = metric or spec.metric
+    minimize = False if maximize else spec.minimize
+    target = output if output is not None else Path("results") / f"{base.name}-sweep"
+
+    if not quiet:
+        workers = f"{jobs or os.cpu_count()} worker(s)"
+        workers = "the Dask cluster" if executor == "dask" else workers
+        console.print(
+            f"[bold]{len(points)}[/] point(s) ({len(combos)} combination(s) x {n_seeds} seed(s)"
+            f"{' x variants' if base.variants else ''}) on {workers}; "
+            "[dim]compiling kernels (first run only)...[/]",
+            highlight=False,
+        )
+    try:
+        with _stop_on_interrupt() as stop_requested:
+            result = run_sweep(
+                base,
+                points,
+                target,
+                grid=merged,
+                zip_groups=zip_groups,
+                seeds=n_seeds,
+                metric=chosen_metric,
+                minimize=minimize,
+                jobs=jobs,
+                executor=executor,
+                address=address,
+                progress=not quiet,
+                should_stop=stop_requested,
+                force=force,
+                console=console,
+            )
+    except SweepExistsError as error:
+        raise _fail(str(error), EXIT_REFUSED) from None
+    except (RuntimeError, OSError) as error:  # e.g. no scheduler at --address
+        raise _fail(f"{type(error).__name__}: {error}") from None
+
+    available = numeric_metrics(result.records)
+    if available and chosen_metric not in available:
+        raise _fail(
+            f"unknown metric {chosen_metric!r}; choose from {', '.join(available)} "
+            f"(results are in {result.output_dir}; rerun with --metric: finished points are not "
+            "run again)"
+        )
+    if available:
+        console.print(aggregate_table(result))
+    if result.skipped:
+        console.print(f"[dim]{result.skipped} point(s) already done, skipped[/]", highlight=False)
+    console.print(f"results in [bold]{result.output_dir}[/]", highlight=False)
+    if result.failed:
+        errors.print(
+            f"[bold red]{len(result.failed)} point(s) failed[/] (error and traceback in "
+            f"{result.output_dir}/points/<id>.json):",
+            highlight=False,
+        )
+        for record in result.failed[:5]:
+            errors.print(f"  {record['id']}: {record['error']}", highlight=False, markup=False)
+    if result.interrupted or result.partial:
+        errors.print(
+            "[yellow]interrupted:[/] finished points are kept; run the same command again to "
+            "resume",
+            highlight=False,
+        )
+        raise typer.Exit(EXIT_INTERRUPTED)
+    if result.failed:
+        raise typer.Exit(EXIT_FAILED_POINTS)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``moesim sweep`` to ``app``."""
+    app.command("sweep")(sweep_command)

@@ -1,0 +1,348 @@
+"""Sweeps: grid expansion, validation before running, resume, failures, local vs Dask, CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from moesim.errors import ScenarioError
+from moesim.scenario import load_scenario
+from moesim.sweep import (
+    SweepError,
+    SweepExistsError,
+    aggregate_rows,
+    best_row,
+    expand_grid,
+    parse_grid_option,
+    parse_values,
+    point_id,
+    run_point,
+    run_sweep,
+    sweep_points,
+)
+
+TINY = {
+    "name": "tiny",
+    "steps": 20,
+    "tokens": {"tokens_per_step": 256, "dim": 16, "clusters": 8, "seq_len": 64},
+    "router": {"experts": 8, "top_k": 2},
+}
+#: Timing columns differ between runs; everything else must be identical.
+TIMING = {"seconds", "steps_per_second"}
+
+
+def tiny(**sections) -> object:
+    data = {**TINY, **sections}
+    return load_scenario(data)
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as stream:
+        return list(csv.DictReader(stream))
+
+
+# ------------------------------------------------------------------------- grid expansion
+
+
+def test_expand_grid_is_the_full_product_in_grid_order():
+    combos = expand_grid({"router.top_k": [1, 2], "router.score": ["sigmoid", "softmax", "x"]})
+    assert len(combos) == 6
+    assert combos[0] == {"router.top_k": 1, "router.score": "sigmoid"}
+    assert combos[1] == {"router.top_k": 1, "router.score": "softmax"}
+    assert combos[-1] == {"router.top_k": 2, "router.score": "x"}
+    assert expand_grid({}) == [{}]
+
+
+def test_zipped_keys_vary_together():
+    grid = {"a": [1, 2, 3], "b": ["x", "y"], "c": [10, 20, 30]}
+    combos = expand_grid(grid, [["a", "c"]])
+    assert len(combos) == 6
+    assert all(combo["c"] == 10 * combo["a"] for combo in combos)
+    assert list(combos[0]) == ["a", "b", "c"]  # keys keep the grid order
+
+
+def test_logspace_linspace_range():
+    assert parse_values("k", "logspace(1e-4,1e-2,3)") == [1e-4, 1e-3, 1e-2]
+    values = parse_values("k", "logspace(1e-4, 1e-2, 9)")
+    assert len(values) == 9 and values[0] == 1e-4 and values[-1] == 1e-2
+    assert all(b / a == pytest.approx(10**0.25) for a, b in zip(values, values[1:], strict=False))
+    assert parse_values("k", "linspace(0,1,5)") == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert parse_values("k", "range(2,9,3)") == [2, 5, 8]
+    assert parse_values("k", "range(0,1,0.25)") == [0.0, 0.25, 0.5, 0.75]
+    assert parse_values("k", [3, 1]) == [3, 1]
+
+
+@pytest.mark.parametrize(
+    ("grid", "zips", "expected"),
+    [
+        ({"router.top_k": []}, [], r"router\.top_k: no values"),
+        ({"balance.bias.rate": "logspace(0,1e-2,3)"}, [], r"balance\.bias\.rate: logspace"),
+        ({"a": "linspace(0,1)"}, [], r"a: linspace\(a,b,n\)"),
+        ({"a": "geomspace(1,2,3)"}, [], r"a: expected a list"),
+        ({"a": "range(1,5,0)"}, [], r"a: range"),
+        ({"a": "range(5,1)"}, [], r"a: range\(5,1\) gives no values"),
+        ({"a": [1, 2], "b": [1, 2, 3]}, [["a", "b"]], r"a,b: zipped lists need equal lengths"),
+        ({"a": [1, 2]}, [["a", "nope"]], r"nope: zipped but not in the grid"),
+    ],
+)
+def test_grid_errors_name_the_parameter(grid, zips, expected):
+    with pytest.raises(SweepError, match=expected):
+        expand_grid(grid, zips)
+
+
+def test_all_grid_problems_are_reported_at_once():
+    with pytest.raises(SweepError) as caught:
+        expand_grid({"a": [], "b": "nonsense"})
+    assert [p.path for p in caught.value.problems] == ["a", "b"]
+
+
+def test_grid_option():
+    assert parse_grid_option("balance.bias.rate=1e-4,1e-3") == ("balance.bias.rate", [1e-4, 1e-3])
+    assert parse_grid_option("router.score=sigmoid,softmax")[1] == ["sigmoid", "softmax"]
+    assert parse_grid_option("capacity.factor=null,1.25")[1] == [None, 1.25]
+    assert parse_grid_option("a=logspace(1,100,3)") == ("a", "logspace(1,100,3)")
+    assert parse_grid_option("tokens.explicit_weights=[1,2],[3,4]")[1] == [[1, 2], [3, 4]]
+    with pytest.raises(ScenarioError, match="KEY=V1,V2"):
+        parse_grid_option("router.top_k")
+
+
+# ------------------------------------------------------------------------- points
+
+
+def test_points_cross_seeds_and_variants_with_stable_ids():
+    no_bias = {"name": "none", "balance": {"bias": {"enabled": False}}}
+    base = tiny(variants=[{"name": "bias"}, no_bias])
+    points = sweep_points(base, expand_grid({"router.top_k": [1, 2]}), seeds=3)
+    assert len(points) == 2 * 3 * 2
+    assert len({p.id for p in points}) == len(points)
+    first = points[0]
+    assert (first.params, first.seed, first.variant) == ({"router.top_k": 1}, 0, "bias")
+    assert first.id == point_id({"router.top_k": 1}, 0, "bias")
+    assert first.scenario["router"]["top_k"] == 1 and first.scenario["seed"] == 0
+    assert points[-1].scenario["balance"]["bias"]["enabled"] is False
+    assert [p.id for p in sweep_points(base, expand_grid({"router.top_k": [1, 2]}), 3)] == [
+        p.id for p in points
+    ]
+
+
+def test_every_point_is_validated_before_anything_runs(tmp_path):
+    base = tiny()
+    with pytest.raises(ScenarioError) as caught:
+        sweep_points(base, expand_grid({"router.top_k": [2, 16], "router.score": ["x"]}), 2)
+    text = str(caught.value)
+    # One line per distinct problem, naming the first bad point and how many more share it.
+    assert "sweep point router.top_k=2, router.score='x', seed=0 (and 3 more points)" in text
+    assert "router.score: expected one of" in text
+    with pytest.raises(ScenarioError, match=r"router.top_k=16, seed=0 \(and 1 more.*must be <="):
+        sweep_points(base, expand_grid({"router.top_k": [2, 16]}), 2)
+
+
+def test_run_point_reports_a_failure_instead_of_raising():
+    record = run_point(
+        {"id": "x", "params": {}, "seed": 0, "variant": "v", "scenario": {"steps": -1}}
+    )
+    assert record["status"] == "failed" and "ValidationError" in record["error"]
+    assert "Traceback" in record["traceback"] and record["summary"] is None
+
+
+def test_aggregate_mean_std_ci_and_best():
+    points = sweep_points(tiny(), expand_grid({"router.top_k": [1, 2]}), seeds=2)
+    values = {points[0].id: 1.0, points[1].id: 3.0, points[2].id: 0.5, points[3].id: 0.5}
+    records = [
+        {
+            "id": p.id,
+            "params": p.params,
+            "seed": p.seed,
+            "variant": p.variant,
+            "status": "ok",
+            "summary": {"max_vio_global": values[p.id], "verdict": "ok"},
+        }
+        for p in points
+    ]
+    rows = aggregate_rows(points, records)
+    assert [r["router.top_k"] for r in rows] == [1, 2]
+    assert rows[0]["n"] == 2 and rows[0]["max_vio_global_mean"] == 2.0
+    assert rows[0]["max_vio_global_std"] == pytest.approx(math.sqrt(2))
+    assert rows[0]["max_vio_global_ci95"] == pytest.approx(1.96 * math.sqrt(2) / math.sqrt(2))
+    assert "verdict_mean" not in rows[0]
+    assert best_row(rows, "max_vio_global")["router.top_k"] == 2
+    assert best_row(rows, "max_vio_global", minimize=False)["router.top_k"] == 1
+
+
+# ------------------------------------------------------------------------- running
+
+
+def _sweep(base, grid, out, **options):
+    combos = expand_grid(grid)
+    points = sweep_points(base, combos, options.pop("seeds", 1))
+    options.setdefault("progress", False)
+    options.setdefault("figures", False)
+    return points, run_sweep(base, points, out, grid=grid, **options)
+
+
+def test_interrupted_sweep_resumes_without_running_a_point_twice(tmp_path):
+    base = tiny()
+    grid = {"balance.bias.rate": "logspace(1e-4,1e-2,3)"}
+    out = tmp_path / "sweep"
+    stored = out / "points"
+
+    def interrupt():
+        if len(list(stored.glob("*.json"))) >= 2:
+            raise KeyboardInterrupt
+        return False
+
+    points, first = _sweep(base, grid, out, seeds=2, jobs=1, should_stop=interrupt)
+    assert first.interrupted and first.partial
+    done = {p.name: p.stat().st_mtime_ns for p in stored.glob("*.json")}
+    assert 2 <= len(done) < len(points)
+    summary = json.loads((out / "sweep_summary.json").read_text())
+    assert summary["partial"] is True and summary["missing"] == len(points) - len(done)
+
+    _, second = _sweep(base, grid, out, seeds=2, jobs=2)
+    assert not second.partial and not second.interrupted
+    assert second.skipped == len(done) and second.ran == len(points) - len(done)
+    # Finished points were not run again (their files untouched); nothing was lost.
+    assert all((stored / name).stat().st_mtime_ns == mtime for name, mtime in done.items())
+    assert {p.name for p in stored.glob("*.json")} == {f"{p.id}.json" for p in points}
+    rows = read_csv(out / "sweep.csv")
+    assert len(rows) == len(points) and all(r["status"] == "ok" for r in rows)
+    assert [(float(r["balance.bias.rate"]), int(r["seed"])) for r in rows] == sorted(
+        (p.params["balance.bias.rate"], p.seed) for p in points
+    )
+    assert json.loads((out / "sweep_summary.json").read_text())["ok"] == len(points)
+
+
+def test_a_failing_point_is_recorded_and_the_others_finish(tmp_path):
+    bad_trace = tmp_path / "trace.npy"
+    bad_trace.write_text("not an array")  # exists, so it validates; fails when loaded
+    base = tiny(tokens={**TINY["tokens"], "file": str(bad_trace)})
+    grid = {"tokens.source": ["clusters", "file"]}
+    out = tmp_path / "sweep"
+    points, result = _sweep(base, grid, out, seeds=2, jobs=2, figures=True)
+    assert len(result.failed) == 2 and not result.partial
+    rows = read_csv(out / "sweep.csv")
+    by_source = {(r["tokens.source"], r["status"]) for r in rows}
+    assert by_source == {("clusters", "ok"), ("file", "failed")}
+    failed = [r for r in rows if r["status"] == "failed"]
+    assert all("TraceError" in r["error"] and r["max_vio_global"] == "" for r in failed)
+    stored = json.loads((out / "points" / f"{failed[0]['point']}.json").read_text())
+    assert "Traceback" in stored["traceback"] and stored["status"] == "failed"
+    aggregate = read_csv(out / "sweep_aggregate.csv")
+    assert [(r["tokens.source"], r["n"]) for r in aggregate] == [("clusters", "2"), ("file", "0")]
+    summary = json.loads((out / "sweep_summary.json").read_text())
+    assert (summary["ok"], summary["failed"]) == (2, 2)
+    assert summary["best"]["params"] == {"tokens.source": "clusters"}
+    assert (out / "figures" / "sweep_max_vio_global.png").stat().st_size > 1000
+
+
+def test_a_different_sweep_is_refused_in_the_same_folder(tmp_path):
+    base = tiny()
+    out = tmp_path / "sweep"
+    _sweep(base, {"router.top_k": [1]}, out, jobs=1)
+    with pytest.raises(SweepExistsError, match="different sweep"):
+        _sweep(base, {"router.top_k": [2]}, out, jobs=1)
+    _, forced = _sweep(base, {"router.top_k": [2]}, out, jobs=1, force=True)
+    assert forced.ran == 1 and len(list((out / "points").glob("*.json"))) == 1
+
+
+def test_local_pool_and_dask_cluster_give_identical_results(tmp_path):
+    distributed = pytest.importorskip(
+        "distributed", reason="dask.distributed not installed (pip install 'moesim[dask]')"
+    )
+    base = tiny(learning={"enabled": True})
+    grid = {"router.score": ["sigmoid", "softmax"], "balance.bias.rate": [1e-3, 1e-2]}
+    _sweep(base, grid, tmp_path / "local", jobs=2)
+    with distributed.LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=None,
+    ) as cluster:
+        _, result = _sweep(
+            base, grid, tmp_path / "dask", executor="dask", address=cluster.scheduler_address
+        )
+    assert len(result.records) == 4 and not result.failed
+    local, dask = read_csv(tmp_path / "local/sweep.csv"), read_csv(tmp_path / "dask/sweep.csv")
+    assert len(local) == len(dask) == 4
+    for a, b in zip(local, dask, strict=True):
+        assert {k: v for k, v in a.items() if k not in TIMING} == {
+            k: v for k, v in b.items() if k not in TIMING
+        }
+
+
+# ------------------------------------------------------------------------- command line
+
+
+@pytest.fixture
+def cli(tmp_path, monkeypatch):
+    from moesim.cli_sweep import register
+
+    app = typer.Typer()
+    register(app)
+    app.command("noop")(lambda: None)  # a second command, so "sweep" is a subcommand
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny.yaml").write_text(
+        json.dumps({**TINY, "sweep": {"grid": {"balance.bias.rate": [1e-3, 1e-2]}, "seeds": 2}})
+    )
+    runner = CliRunner()
+    return lambda *args: runner.invoke(app, ["sweep", "tiny.yaml", *args])
+
+
+def test_cli_sweep_runs_resumes_and_refuses(cli, tmp_path):
+    result = cli("--grid", "router.score=sigmoid,softmax", "-j", "2", "-q")
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "results" / "tiny-sweep"
+    rows = read_csv(out / "sweep.csv")
+    assert len(rows) == 2 * 2 * 2
+    assert list(rows[0])[:6] == [
+        "balance.bias.rate",
+        "router.score",
+        "seed",
+        "variant",
+        "status",
+        "point",
+    ]
+    assert "max_vio_global" in result.output and "± " in result.output
+    for name in ("sweep_aggregate.csv", "sweep_summary.json", "scenario.resolved.yaml"):
+        assert (out / name).is_file()
+    assert (out / "figures" / "sweep_max_vio_global.png").is_file()
+
+    again = cli("--grid", "router.score=sigmoid,softmax", "-q", "--metric", "quality_ratio")
+    assert again.exit_code == 0, again.output
+    assert "8 point(s) already done, skipped" in again.output
+
+    other = cli("--grid", "router.score=sigmoid", "-q")
+    assert other.exit_code == 1 and "different sweep" in other.output
+
+
+def test_cli_bad_input_exits_2_before_running(cli, tmp_path):
+    bad_point = cli("--grid", "router.top_k=2,16", "-q", "-o", "out")
+    assert bad_point.exit_code == 2
+    assert "sweep point balance.bias.rate=0.001, router.top_k=16" in bad_point.output
+    assert not (tmp_path / "out").exists()
+    empty = cli("--grid", "router.top_k=range(3,1)", "-q", "-o", "out")
+    assert empty.exit_code == 2 and "router.top_k: range(3,1) gives no values" in empty.output
+    unzippable = cli("--zip", "balance.bias.rate,router.top_k", "-q", "-o", "out")
+    assert unzippable.exit_code == 2 and "router.top_k: zipped but not in the grid" in (
+        unzippable.output
+    )
+    assert cli("--executor", "ray", "-q").exit_code == 2
+    assert not (tmp_path / "out").exists()
+
+
+def test_should_stop_lets_running_points_finish_and_marks_partial(tmp_path):
+    base = tiny()
+    points, result = _sweep(
+        base, {"router.top_k": [1, 2, 3, 4, 5, 6]}, tmp_path / "s", jobs=1, should_stop=lambda: 1
+    )
+    stored = list((tmp_path / "s" / "points").glob("*.json"))
+    assert result.interrupted and result.partial
+    assert 1 <= len(stored) < len(points) and len(result.records) == len(stored)
+    assert all(json.loads(p.read_text())["status"] == "ok" for p in stored)
