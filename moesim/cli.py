@@ -146,7 +146,9 @@ def _stop_on_interrupt():
             signal.signal(signal.SIGINT, previous)
             raise KeyboardInterrupt
         requested.set()
-        errors.print("[yellow]stopping after this step (Ctrl-C again to abort)...[/]")
+        errors.print(
+            "[yellow]stopping: finishing the work in progress (Ctrl-C again to abort)...[/]"
+        )
 
     previous = signal.getsignal(signal.SIGINT)
     if threading.current_thread() is threading.main_thread():

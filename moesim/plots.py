@@ -781,7 +781,7 @@ def interval(values: np.ndarray) -> tuple[float, float, int]:
     return float(values.mean()), float(1.96 * values.std(ddof=1) / math.sqrt(n)), n
 
 
-def _sweep_panel(ax, sweep: dict, x_key: str, metric: str, other_keys: list[str], log_y: bool):
+def sweep_panel(ax, sweep: dict, x_key: str, metric: str, other_keys: list[str], log_y: bool):
     """Mean line and 95% band of ``metric`` versus ``x_key``, one line per other-key combination."""
     scale = 100.0 if metric == "drop_rate" else 1.0
     x_column = sweep[x_key]
@@ -854,7 +854,7 @@ def sweep_metrics(data: ResultsData) -> Figure:
         others = [p for p in data.sweep_params if p != x_key] + extra
         for c, (metric, label, log_y) in enumerate(metrics):
             ax = axes[r, c]
-            if not _sweep_panel(ax, sweep, x_key, metric, others, log_y):
+            if not sweep_panel(ax, sweep, x_key, metric, others, log_y):
                 _note(ax, "no data")
             ax.set_xlabel(x_key)
             ax.set_ylabel(label)
@@ -879,7 +879,7 @@ def drop_vs_capacity(data: ResultsData) -> Figure:
     others = [p for p in data.sweep_params if p != key] + (
         ["variant"] if "variant" in sweep else []
     )
-    _sweep_panel(ax, sweep, key, "drop_rate", others, log_y=False)
+    sweep_panel(ax, sweep, key, "drop_rate", others, log_y=False)
     factors = np.unique(sweep[key][np.isfinite(sweep[key])])
     tokens = data.scenario_value("tokens.tokens_per_step")
     top_k = data.scenario_value("router.top_k")

@@ -930,7 +930,7 @@ def write_sweep_figures(output_dir: Path, metric: str) -> list[Path]:
         extra = ["variant"] if "variant" in sweep and len(set(sweep["variant"])) > 1 else []
         for ax, x_key in zip(axes, x_params, strict=True):
             others = [p for p in data.sweep_params if p != x_key] + extra
-            plots._sweep_panel(ax, sweep, x_key, metric, others, log_y=metric.startswith("max_"))
+            plots.sweep_panel(ax, sweep, x_key, metric, others, log_y=metric.startswith("max_"))
             ax.set_xlabel(x_key)
             ax.set_ylabel(metric)
             handles, labels = ax.get_legend_handles_labels()
