@@ -528,8 +528,11 @@ def _memory_worker(steps: int) -> dict:
     return {"steps": steps, "seconds": seconds, "peak_rss_mb": peak_kb / 1024}
 
 
-def bench_memory(steps: int, *, threads: int = 2) -> dict:
+def bench_memory(steps: int, *, threads: int = 1) -> dict:
     """Section 5: peak RSS of a ``steps``-step run; below a million steps, extrapolated.
+
+    One Numba thread by default: a 64-token step is far too small to share, and on a busy
+    machine every parallel region of such a step waits for a descheduled worker thread.
 
     The extrapolation is linear in steps through a run of one tenth the length (recording keeps
     about 1000 rows whatever the length, so the slope should be close to zero).
@@ -698,7 +701,7 @@ def run_suite(
             repeats=sizes["startup_repeats"],
             warmup=sizes.get("startup_warmup", 1),
         ),
-        "memory": lambda: bench_memory(sizes["memory_steps"], threads=threads),
+        "memory": lambda: bench_memory(sizes["memory_steps"]),
     }
     messages = {
         "routing": "routing: moesim, NumPy reference, torch (own process) ...",
