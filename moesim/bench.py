@@ -84,6 +84,7 @@ MODES = {
         startup_cold=False,
         startup_repeats=1,
         startup_warmup=0,
+        startup_tokens=256,
         memory_steps=300,
     ),
 }
@@ -461,25 +462,27 @@ def moesim_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "moesim"]
 
 
-def startup_scenario_yaml(steps: int) -> str:
+def startup_scenario_yaml(steps: int, tokens_per_step: int = 4096) -> str:
     """DeepSeek-V3's shipped router (one variant) for ``steps`` steps, as YAML."""
     import yaml
 
-    scenario = step_scenario(tokens_per_step=4096, steps=steps)
+    scenario = step_scenario(tokens_per_step=tokens_per_step, steps=steps)
     scenario["name"] = "bench_startup"
     scenario["capacity"] = {"factor": None}
     return yaml.safe_dump(scenario, sort_keys=False)
 
 
-def bench_startup(*, steps: int, cold: bool, repeats: int, warmup: int = 1) -> dict:
+def bench_startup(
+    *, steps: int, cold: bool, repeats: int, warmup: int = 1, tokens_per_step: int = 4096
+) -> dict:
     """Section 4: wall time of ``moesim run`` (cold: a fresh Numba cache; warm: cache filled).
 
     Without ``cold`` the warm runs use the normal cache (``warmup`` untimed runs fill it).
     """
-    result = {"steps": steps, "cold": None}
+    result = {"steps": steps, "tokens_per_step": tokens_per_step, "cold": None}
     with tempfile.TemporaryDirectory(prefix="moesim-bench-") as workdir:
         scenario = Path(workdir, "startup.yaml")
-        scenario.write_text(startup_scenario_yaml(steps))
+        scenario.write_text(startup_scenario_yaml(steps, tokens_per_step))
         output = str(Path(workdir, "out"))
         command = moesim_command() + ["run", str(scenario), "--quiet", "-o", output, "--force"]
         env = dict(os.environ)
@@ -517,41 +520,49 @@ def memory_scenario(steps: int) -> dict:
     }
 
 
-def _memory_worker(steps: int) -> dict:
-    """In a subprocess: run the scenario as ``moesim run`` does; peak RSS in MB and seconds."""
+def _memory_worker(step_counts: list[int]) -> list[dict]:
+    """In a subprocess: run each scenario as ``moesim run`` does, in increasing length; after
+    each, the peak RSS so far (MB) and seconds. ``ru_maxrss`` is a high-water mark, so the peak
+    after a longer run is that run's peak (it can only be higher than the shorter run's)."""
     from moesim.engine import simulate
 
-    started = time.perf_counter()
-    simulate(memory_scenario(steps))
-    seconds = time.perf_counter() - started
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    return {"steps": steps, "seconds": seconds, "peak_rss_mb": peak_kb / 1024}
+    rows = []
+    for steps in sorted(step_counts):
+        started = time.perf_counter()
+        simulate(memory_scenario(steps))
+        seconds = time.perf_counter() - started
+        peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+        rows.append({"steps": steps, "seconds": seconds, "peak_rss_mb": peak_kb / 1024})
+    return rows
 
 
 def bench_memory(steps: int, *, threads: int = 1) -> dict:
     """Section 5: peak RSS of a ``steps``-step run; below a million steps, extrapolated.
 
-    One Numba thread by default: a 64-token step is far too small to share, and on a busy
-    machine every parallel region of such a step waits for a descheduled worker thread.
-
-    The extrapolation is linear in steps through a run of one tenth the length (recording keeps
-    about 1000 rows whatever the length, so the slope should be close to zero).
+    The extrapolation is linear in steps through a run of one tenth the length, made first in
+    the same process (recording keeps about 1000 rows whatever the length, so the slope should
+    be close to zero). One Numba thread by default: a 64-token step is far too small to share,
+    and on a busy machine every parallel region of such a step waits for a descheduled worker.
     """
     env = {"NUMBA_NUM_THREADS": str(threads)}
-    measured = run_worker("memory", steps, env=env)
-    result = {"measured": measured, "target_steps": MEMORY_TARGET_STEPS}
     if steps >= MEMORY_TARGET_STEPS:
-        result.update(peak_rss_mb=measured["peak_rss_mb"], extrapolated=False)
-        return result
-    short = run_worker("memory", max(1, steps // 10), env=env)
+        measured = run_worker("memory", [steps], env=env)[0]
+        return {
+            "measured": measured,
+            "target_steps": MEMORY_TARGET_STEPS,
+            "peak_rss_mb": measured["peak_rss_mb"],
+            "extrapolated": False,
+        }
+    short, measured = run_worker("memory", [max(1, steps // 10), steps], env=env)
     slope = (measured["peak_rss_mb"] - short["peak_rss_mb"]) / max(1, steps - short["steps"])
-    result["short"] = short
-    result["peak_rss_mb"] = measured["peak_rss_mb"] + max(0.0, slope) * (
-        MEMORY_TARGET_STEPS - steps
-    )
-    result["extrapolated"] = True
-    result["seconds_per_million_steps"] = measured["seconds"] / steps * MEMORY_TARGET_STEPS
-    return result
+    return {
+        "measured": measured,
+        "short": short,
+        "target_steps": MEMORY_TARGET_STEPS,
+        "peak_rss_mb": measured["peak_rss_mb"] + max(0.0, slope) * (MEMORY_TARGET_STEPS - steps),
+        "extrapolated": True,
+        "seconds_per_million_steps": measured["seconds"] / steps * MEMORY_TARGET_STEPS,
+    }
 
 
 # ----------------------------------------------------------------------------------------------
@@ -700,6 +711,7 @@ def run_suite(
             cold=sizes["startup_cold"],
             repeats=sizes["startup_repeats"],
             warmup=sizes.get("startup_warmup", 1),
+            tokens_per_step=sizes.get("startup_tokens", 4096),
         ),
         "memory": lambda: bench_memory(sizes["memory_steps"]),
     }
@@ -863,7 +875,7 @@ def _worker_main(argv: list[str]) -> None:
     elif task == "torch_routing":
         answer = _torch_routing_worker(payload)
     elif task == "memory":
-        answer = _memory_worker(int(payload))
+        answer = _memory_worker([int(n) for n in payload])
     else:
         raise SystemExit(f"unknown benchmark worker {task!r}")
     print(json.dumps(answer))
