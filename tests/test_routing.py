@@ -11,7 +11,19 @@ from moesim.reference import route_reference, selection_reference
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 # (E, G): E not a power of two in most, group sizes from 1 to 16.
-LAYOUTS = [(8, 1), (12, 1), (7, 1), (6, 2), (12, 3), (20, 4), (30, 5), (10, 2), (64, 8), (9, 3)]
+LAYOUTS = [
+    (8, 1),
+    (12, 1),
+    (7, 1),
+    (6, 2),
+    (12, 3),
+    (20, 4),
+    (30, 5),
+    (10, 2),
+    (64, 8),
+    (9, 3),
+    (6, 6),
+]
 SCORES = ["sigmoid", "softmax", "softmax_after_topk"]
 
 
@@ -173,6 +185,34 @@ def test_exact_ties_go_to_lower_index(layout, dtype, score, values, with_bias, s
     ref_indices, ref_weights = route_reference(logits, bias, **kwargs)
     np.testing.assert_array_equal(indices, ref_indices)
     np.testing.assert_allclose(weights, ref_weights, rtol=2e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "n_experts, n_groups, topk_groups, top_k",
+    [
+        (64, 1, 1, 8),  # no groups: bound from block maxima
+        (256, 8, 4, 8),  # DeepSeek-V3: bound from the best two of each kept group
+        (64, 8, 2, 8),  # 2 * kept groups < K: bound from block maxima of the kept experts
+        (12, 12, 6, 4),  # groups of one expert, kept groups >= K: bound from group maxima
+        (12, 12, 3, 3),  # groups of one expert, kept groups = K
+        (20, 10, 2, 4),  # groups of two, K = every kept expert
+    ],
+)
+@pytest.mark.parametrize("values", [2, 1000])
+def test_candidate_bounds_keep_exact_top_k(dtype, n_experts, n_groups, topk_groups, top_k, values):
+    """The kernel filters candidates by a lower bound of the K-th best score before its sorted
+    insert; every way of computing that bound must give the reference's experts exactly, with
+    ties everywhere (few distinct values) and without (many)."""
+    rng = np.random.default_rng(n_experts + 7 * top_k + values)
+    logits = rng.integers(-values, values + 1, size=(400, n_experts)).astype(dtype) / values
+    bias = (rng.integers(-2, 3, size=n_experts) / 8).astype(np.float32)
+    kwargs = dict(top_k=top_k, score="softmax_after_topk", n_groups=n_groups)
+    kwargs.update(topk_groups=topk_groups, group_score_topk=1)
+    for b in (None, bias):
+        indices, _ = route(logits, b, **kwargs)
+        ref_indices, _ = route_reference(logits, b, **kwargs)
+        np.testing.assert_array_equal(indices, ref_indices)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -103,3 +103,22 @@ def test_results_identical_across_thread_counts():
     one, two = _run_with_threads(1), _run_with_threads(2)
     assert len(one) == 64
     assert one == two
+
+
+def test_nan_logits_on_the_unchecked_path_still_give_valid_experts():
+    """The engine's hot path does not check logits (a diverged router can produce NaN); the
+    kernel must still write K valid, distinct expert ids per token and never index outside."""
+    from moesim.kernels.routing import prepare_routing
+    from moesim.kernels.step import NO_CAPACITY, run_routing_step
+
+    rng = np.random.default_rng(3)
+    logits = rng.standard_normal((300, 64)).astype(np.float32)
+    _, bias, has_bias, spec = prepare_routing(
+        logits, np.zeros(64, np.float32), top_k=8, n_groups=8, topk_groups=4
+    )
+    logits[::3, ::5] = np.nan
+    logits[1::3] = np.nan
+    step = run_routing_step(logits, bias, has_bias, spec, NO_CAPACITY, 0)
+    assert step.indices.min() >= 0 and step.indices.max() < 64
+    assert all(len(set(row)) == 8 for row in step.indices.tolist())
+    assert step.demand.sum() == 300 * 8

@@ -41,14 +41,14 @@ AFFINITY_EPS = 1e-20
 
 
 @njit
-def _affinities_row(logit_row, score_code, out):
+def _affinities_row(logit_row, score_code, out, exponent_bits):
     """Aux-loss affinities ``p`` of one token into ``out`` (float64).
 
     Softmax over all experts, or the sigmoid scores normalised to sum to one; the score math
     is the router's own (``_scores_row``). Returns the sigmoid sum plus its guard for the
-    sigmoid case, 1.0 for softmax.
+    sigmoid case, 1.0 for softmax. ``exponent_bits`` is int64 scratch of length E.
     """
-    _scores_row(logit_row, score_code, out)
+    _scores_row(logit_row, score_code, out, out, exponent_bits)
     if score_code != SCORE_SIGMOID:
         return 1.0
     total = out.sum() + AFFINITY_EPS
@@ -68,10 +68,11 @@ def _aux_counts(logits, score_code, top_k, seq_len, counts, affinity_sums):
     n_sequences = counts.shape[0]
     for s in prange(n_sequences):
         p = np.empty(n_experts)
+        exponent_bits = np.empty(n_experts, np.int64)
         best_values = np.empty(top_k)
         best_indices = np.empty(top_k, dtype=np.int64)
         for t in range(s * seq_len, min(n_tokens, (s + 1) * seq_len)):
-            _affinities_row(logits[t], score_code, p)
+            _affinities_row(logits[t], score_code, p, exponent_bits)
             filled = 0
             for e in range(n_experts):
                 filled = _insert_descending(p[e], e, best_values, best_indices, filled, top_k)
@@ -134,10 +135,10 @@ def _reward_gradient_row(logit_row, indices, rewards, score_code, normalize, rou
 
 
 @njit
-def _aux_gradient_row(logit_row, score_code, coefficients, p, g):
+def _aux_gradient_row(logit_row, score_code, coefficients, p, exponent_bits, g):
     """Subtract ``d(sum_i a_i p_i)/dz`` from ``g``; ``coefficients`` a_i = alpha f_i / T."""
     n_experts = logit_row.shape[0]
-    total = _affinities_row(logit_row, score_code, p)
+    total = _affinities_row(logit_row, score_code, p, exponent_bits)
     weighted = 0.0
     for e in range(n_experts):
         weighted += coefficients[e] * p[e]
@@ -196,6 +197,7 @@ def _router_gradient(
     for c in prange(chunk_gradients.shape[0]):
         g = np.zeros(n_experts)
         p = np.empty(n_experts)
+        exponent_bits = np.empty(n_experts, np.int64)
         lse_sq = 0.0
         for t in range(c * CHUNK_TOKENS, min(n_tokens, (c + 1) * CHUNK_TOKENS)):
             g[:] = 0.0
@@ -206,7 +208,9 @@ def _router_gradient(
                 g[e] *= inv_tokens
             if has_aux:
                 row = 0 if single_aux_row else t // seq_len
-                _aux_gradient_row(logits[t], aux_score_code, aux_coefficients[row], p, g)
+                _aux_gradient_row(
+                    logits[t], aux_score_code, aux_coefficients[row], p, exponent_bits, g
+                )
             if z_loss > 0:
                 lse = _z_loss_gradient_row(logits[t], z_loss * inv_tokens, g)
                 lse_sq += lse * lse

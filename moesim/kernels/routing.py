@@ -10,7 +10,12 @@ Three layers, as in the rest of ``moesim.kernels``:
 Numerics: scores are computed with float64 intermediates and stored in the input's dtype, so a
 float32 router compares float32 scores, as a float32 model would. The bias is added in the input's
 dtype. Gate weights are gathered from the stored scores and normalised in float64, then rounded
-to the input's dtype.
+to the input's dtype. ``exp`` is the package's own vectorisable one (``_exp_inplace``), within
+3 ulp of libm's in float64; rounded to float32 the scores agree with libm-based ones.
+
+Speed (docs/performance.md): the per-token routines are inlined by Numba (``njit_inline``), the
+exponentials of a row are computed in SIMD loops, and the top-K search only sorts the few experts
+at or above a cheap lower bound of the K-th best score.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import prange
 
-from moesim._jit import CHUNK_TOKENS, n_chunks_for, njit, njit_parallel
+from moesim._jit import CHUNK_TOKENS, n_chunks_for, njit, njit_inline, njit_parallel
 
 SCORE_SIGMOID = 0
 SCORE_SOFTMAX = 1
@@ -71,32 +76,78 @@ def _insert_descending(value, index, top_values, top_indices, filled, capacity):
     return filled
 
 
-@njit
-def _scores_row(logit_row, score_code, scores):
-    """Router scores of one token, written into ``scores`` (input dtype).
+# exp(x) for a whole row at once (Cody-Waite reduction x = k ln2 + r, |r| <= ln2/2, then a
+# degree-13 Taylor polynomial for exp(r) and 2**k built from its exponent bits). Unlike a call to
+# libm's exp per element, these loops contain only arithmetic, so LLVM vectorises them without
+# fastmath. Accuracy: within 3 ulp of libm in float64 (rounded to float32 the scores agree with
+# libm's); the result is the same on every call and every thread.
+_LOG2_E = 1.4426950408889634
+_LN2_HIGH = 6.93147180369123816490e-01  # ln 2 split so that k * _LN2_HIGH is exact
+_LN2_LOW = 1.90821492927058770002e-10
+_EXP_ARGUMENT_LIMIT = 708.0  # exp(+-708) is a normal float64; beyond it the scores saturate
+
+
+@njit_inline
+def _exp_inplace(values, exponent_bits):
+    """``values[e] = exp(values[e])`` for a float64 row; ``exponent_bits`` is int64 scratch."""
+    powers_of_two = exponent_bits.view(np.float64)
+    for e in range(values.shape[0]):
+        x = min(max(values[e], -_EXP_ARGUMENT_LIMIT), _EXP_ARGUMENT_LIMIT)
+        k = math.floor(x * _LOG2_E + 0.5)
+        r = (x - k * _LN2_HIGH) - k * _LN2_LOW
+        p = 1.0 / 6227020800.0
+        p = p * r + 1.0 / 479001600.0
+        p = p * r + 1.0 / 39916800.0
+        p = p * r + 1.0 / 3628800.0
+        p = p * r + 1.0 / 362880.0
+        p = p * r + 1.0 / 40320.0
+        p = p * r + 1.0 / 5040.0
+        p = p * r + 1.0 / 720.0
+        p = p * r + 1.0 / 120.0
+        p = p * r + 1.0 / 24.0
+        p = p * r + 1.0 / 6.0
+        p = p * r + 0.5
+        p = p * r + 1.0
+        values[e] = p * r + 1.0
+        exponent_bits[e] = (np.int64(k) + 1023) << 52
+    for e in range(values.shape[0]):
+        values[e] *= powers_of_two[e]
+
+
+@njit_inline
+def _scores_row(logit_row, score_code, scores, work, exponent_bits):
+    """Router scores of one token, written into ``scores``.
 
     sigmoid: ``1 / (1 + exp(-z))``; softmax: over all experts, max-shifted;
     softmax_after_topk: the logits themselves (the softmax comes after selection).
+    ``work`` (float64) and ``exponent_bits`` (int64) are scratch rows of length E; ``work`` may
+    be ``scores`` itself when ``scores`` is float64.
     """
     n_experts = logit_row.shape[0]
     if score_code == SCORE_SIGMOID:
         for e in range(n_experts):
-            scores[e] = 1.0 / (1.0 + math.exp(-np.float64(logit_row[e])))
+            work[e] = -np.float64(logit_row[e])
+        _exp_inplace(work, exponent_bits)
+        for e in range(n_experts):
+            scores[e] = 1.0 / (1.0 + work[e])
     elif score_code == SCORE_SOFTMAX:
         shift = np.float64(logit_row[0])
         for e in range(1, n_experts):
             shift = max(shift, np.float64(logit_row[e]))
+        for e in range(n_experts):
+            work[e] = np.float64(logit_row[e]) - shift
+        _exp_inplace(work, exponent_bits)
         total = 0.0
         for e in range(n_experts):
-            total += math.exp(np.float64(logit_row[e]) - shift)
+            total += work[e]
         for e in range(n_experts):
-            scores[e] = math.exp(np.float64(logit_row[e]) - shift) / total
+            scores[e] = work[e] / total
     else:
         for e in range(n_experts):
             scores[e] = logit_row[e]
 
 
-@njit
+@njit_inline
 def _gate_weights(logit_row, scores, indices, score_code, normalize, route_scale, weights_out):
     """Gate weights of the selected experts (the bias never enters here).
 
@@ -128,7 +179,63 @@ def _gate_weights(logit_row, scores, indices, score_code, normalize, route_scale
             weights_out[k] = np.float64(weights_out[k]) * route_scale
 
 
-@njit
+@njit_inline
+def _group_top_two(selection, n_groups, group_size, group_first, group_second):
+    """Best and second-best value of ``S'`` in each group (branch-free running max/min)."""
+    for g in range(n_groups):
+        start = g * group_size
+        first = max(selection[start], selection[start + 1])
+        second = min(selection[start], selection[start + 1])
+        for e in range(start + 2, start + group_size):
+            value = selection[e]
+            second = max(second, min(first, value))
+            first = max(first, value)
+        group_first[g] = first
+        group_second[g] = second
+
+
+@njit_inline
+def _gather_at_least(selection, start, stop, threshold, cand_values, cand_ids, n_candidates):
+    """Append experts ``start..stop-1`` whose ``S'`` is ``>= threshold`` (branch-free)."""
+    for e in range(start, stop):
+        value = selection[e]
+        cand_values[n_candidates] = value
+        cand_ids[n_candidates] = e
+        n_candidates += value >= threshold
+    return n_candidates
+
+
+@njit_inline
+def _compact_at_least(values, ids, n_values, threshold):
+    """Keep, in place and in order, the entries of ``values[:n_values]`` ``>= threshold``."""
+    kept = 0
+    for i in range(n_values):
+        value = values[i]
+        values[kept] = value
+        ids[kept] = ids[i]
+        kept += value >= threshold
+    return kept
+
+
+@njit_inline
+def _lower_bound_of_kth(values, n_values, top_k):
+    """A value ``<=`` the ``top_k``-th largest of ``values[:n_values]`` (needs top_k <= n).
+
+    The maxima of ``top_k`` disjoint blocks are ``top_k`` distinct elements, so the smallest of
+    them cannot exceed the ``top_k``-th largest element.
+    """
+    bound = values[0]
+    for block in range(top_k):
+        start = (block * n_values) // top_k
+        stop = ((block + 1) * n_values) // top_k
+        block_max = values[start]
+        for i in range(start + 1, stop):
+            block_max = max(block_max, values[i])
+        bound = block_max if block == 0 else min(bound, block_max)
+    return bound
+
+
+@njit_inline
 def _select_row(selection, top_k, n_groups, topk_groups, group_score_topk, scratch, out_indices):
     """Group-limited top-K over one token's selection scores ``S' = S + b``.
 
@@ -136,49 +243,127 @@ def _select_row(selection, top_k, n_groups, topk_groups, group_score_topk, scrat
     ``S'``; the ``topk_groups`` best groups are kept and every expert outside them is out of the
     race (equivalent to masking with -inf). Writes expert ids in descending order of ``S'``
     (ties: lower id first) and returns nothing.
+
+    Speed: rather than offering all experts to a sorted buffer (a mispredicted branch on most
+    inserts), a cheap lower bound of the K-th best value filters the candidates first; only the
+    few experts at or above it, in increasing id, go through the sorted insert. The result is
+    the same, ties included, since every expert of the top K is at or above the bound.
     """
     n_experts = selection.shape[0]
-    best_values = scratch.best_values
+    cand_values = scratch.cand_values
+    cand_ids = scratch.cand_ids
     if n_groups == 1:
-        filled = 0
-        for e in range(n_experts):
-            filled = _insert_descending(selection[e], e, best_values, out_indices, filled, top_k)
-        return
-    group_size = n_experts // n_groups
-    group_values = scratch.group_values
-    group_members = scratch.group_members
-    group_scores = scratch.group_scores
-    kept_groups = scratch.kept_groups
-    for g in range(n_groups):
-        filled = 0
-        for e in range(g * group_size, (g + 1) * group_size):
-            filled = _insert_descending(
-                selection[e], e, group_values, group_members, filled, group_score_topk
-            )
-        group_score = group_values[0]
-        for j in range(1, group_score_topk):
-            group_score += group_values[j]
-        group_scores[g] = group_score
-    filled = 0
-    for g in range(n_groups):
-        filled = _insert_descending(
-            group_scores[g], g, scratch.kept_group_scores, kept_groups, filled, topk_groups
+        threshold = _lower_bound_of_kth(selection, n_experts, top_k)
+        n_candidates = _gather_at_least(
+            selection, 0, n_experts, threshold, cand_values, cand_ids, 0
         )
-    # Visit kept groups in increasing id, so experts are offered in increasing id (ties rule).
-    kept_groups[:topk_groups].sort()
+    else:
+        group_size = n_experts // n_groups
+        group_scores = scratch.group_scores
+        group_first = scratch.group_first
+        group_second = scratch.group_second
+        kept_groups = scratch.kept_groups
+        if group_size >= 2:
+            _group_top_two(selection, n_groups, group_size, group_first, group_second)
+        else:
+            group_first[:] = selection
+        for g in range(n_groups):
+            if group_score_topk == 1:
+                group_scores[g] = group_first[g]
+            elif group_score_topk == 2:
+                group_scores[g] = group_first[g] + group_second[g]
+            else:
+                filled = 0
+                for e in range(g * group_size, (g + 1) * group_size):
+                    filled = _insert_descending(
+                        selection[e],
+                        e,
+                        scratch.group_values,
+                        scratch.group_members,
+                        filled,
+                        group_score_topk,
+                    )
+                group_score = scratch.group_values[0]
+                for j in range(1, group_score_topk):
+                    group_score += scratch.group_values[j]
+                group_scores[g] = group_score
+        filled = 0
+        for g in range(n_groups):
+            filled = _insert_descending(
+                group_scores[g], g, scratch.kept_group_scores, kept_groups, filled, topk_groups
+            )
+        # Visit kept groups in increasing id, so experts are offered in increasing id (ties rule).
+        for j in range(1, topk_groups):
+            group = kept_groups[j]
+            i = j - 1
+            while i >= 0 and kept_groups[i] > group:
+                kept_groups[i + 1] = kept_groups[i]
+                i -= 1
+            kept_groups[i + 1] = group
+        if group_size >= 2 and 2 * topk_groups >= top_k:
+            # The best two of every kept group are 2 * topk_groups >= K distinct experts.
+            threshold = group_second[kept_groups[0]]
+            for j in range(1, topk_groups):
+                threshold = min(threshold, group_second[kept_groups[j]])
+        elif topk_groups >= top_k:
+            threshold = group_first[kept_groups[0]]
+            for j in range(1, topk_groups):
+                threshold = min(threshold, group_first[kept_groups[j]])
+        else:
+            # No bound from the groups: take every kept expert, then bound them by blocks.
+            threshold = group_first[kept_groups[0]]
+            for j in range(topk_groups):
+                g = kept_groups[j]
+                for e in range(g * group_size, (g + 1) * group_size):
+                    threshold = min(threshold, selection[e])
+        n_candidates = 0
+        for j in range(topk_groups):
+            g = kept_groups[j]
+            n_candidates = _gather_at_least(
+                selection,
+                g * group_size,
+                (g + 1) * group_size,
+                threshold,
+                cand_values,
+                cand_ids,
+                n_candidates,
+            )
+        if not (2 * topk_groups >= top_k and group_size >= 2) and topk_groups < top_k:
+            threshold = _lower_bound_of_kth(cand_values, n_candidates, top_k)
+            n_candidates = _compact_at_least(cand_values, cand_ids, n_candidates, threshold)
+    best_values = scratch.best_values
     filled = 0
-    for j in range(topk_groups):
-        g = kept_groups[j]
-        for e in range(g * group_size, (g + 1) * group_size):
-            filled = _insert_descending(selection[e], e, best_values, out_indices, filled, top_k)
+    for i in range(n_candidates):
+        filled = _insert_descending(
+            cand_values[i], cand_ids[i], best_values, out_indices, filled, top_k
+        )
+    if filled < top_k:
+        # Only NaN scores get here (no bound holds for them; the public API rejects NaN, the
+        # engine's hot path does not check). Offer every kept expert, so that every slot still
+        # holds a valid expert id and nothing downstream indexes out of bounds.
+        group_size = n_experts // n_groups
+        kept_groups = scratch.kept_groups
+        filled = 0
+        for j in range(topk_groups if n_groups > 1 else 1):
+            g = kept_groups[j] if n_groups > 1 else 0
+            for e in range(g * group_size, (g + 1) * group_size):
+                filled = _insert_descending(
+                    selection[e], e, best_values, out_indices, filled, top_k
+                )
 
 
 class _Scratch(NamedTuple):
     scores: np.ndarray
     selection: np.ndarray
+    exp_work: np.ndarray
+    exponent_bits: np.ndarray
     best_values: np.ndarray
+    cand_values: np.ndarray
+    cand_ids: np.ndarray
     group_values: np.ndarray
     group_members: np.ndarray
+    group_first: np.ndarray
+    group_second: np.ndarray
     group_scores: np.ndarray
     kept_group_scores: np.ndarray
     kept_groups: np.ndarray
@@ -187,22 +372,29 @@ class _Scratch(NamedTuple):
 @njit
 def _make_scratch(dtype_example, n_experts, top_k, n_groups, group_score_topk):
     """Per-worker buffers for ``_route_row`` (allocated once per chunk, never shared)."""
+    dtype = dtype_example.dtype
     return _Scratch(
-        np.empty(n_experts, dtype_example.dtype),
-        np.empty(n_experts, dtype_example.dtype),
-        np.empty(top_k, dtype_example.dtype),
-        np.empty(max(group_score_topk, 1), dtype_example.dtype),
+        np.empty(n_experts, dtype),
+        np.empty(n_experts, dtype),
+        np.empty(n_experts, np.float64),
+        np.empty(n_experts, np.int64),
+        np.empty(top_k, dtype),
+        np.empty(n_experts, dtype),
+        np.empty(n_experts, np.int64),
+        np.empty(max(group_score_topk, 1), dtype),
         np.empty(max(group_score_topk, 1), np.int64),
-        np.empty(n_groups, dtype_example.dtype),
-        np.empty(n_groups, dtype_example.dtype),
+        np.empty(n_groups, dtype),
+        np.empty(n_groups, dtype),
+        np.empty(n_groups, dtype),
+        np.empty(n_groups, dtype),
         np.empty(n_groups, np.int64),
     )
 
 
-@njit
+@njit_inline
 def _route_row(logit_row, bias, has_bias, spec, scratch, out_indices, out_weights):
     """Route one token: scores, selection with bias and groups, gate weights."""
-    _scores_row(logit_row, spec.score_code, scratch.scores)
+    _scores_row(logit_row, spec.score_code, scratch.scores, scratch.exp_work, scratch.exponent_bits)
     selection = scratch.selection
     if has_bias:
         for e in range(selection.shape[0]):
