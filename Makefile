@@ -29,8 +29,10 @@ test: $(STAMP) lint
 run: $(STAMP)
 	$(VENV)/bin/moesim run scenarios/deepseek_v3.yaml --force
 
+# The torch baseline runs when torch is installed (pip install -e ".[bench]"), else it is skipped.
 bench: $(STAMP)
 	$(PY) benchmarks/routing.py --json benchmarks/results/routing.json
+	$(PY) benchmarks/run.py --output benchmarks/results/latest.json
 
 clean:
 	rm -rf $(VENV) results .pytest_cache .hypothesis

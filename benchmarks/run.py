@@ -1,7 +1,7 @@
 """moesim benchmark suite: ``make bench`` (full, about 10 minutes on 2 cores) or ``--quick``.
 
 Prints rich tables (times are median ± IQR of repeated runs after warm-up) and the PASS/MISS of
-each goal of issue 7, and writes everything to ``benchmarks/results/latest.json``. The code is in
+each performance goal, and writes everything to ``benchmarks/results/latest.json``. The code is in
 ``moesim/bench.py`` so that ``moesim bench`` runs the same suite.
 """
 

@@ -1,6 +1,6 @@
 """Benchmark suite (``make bench``, ``moesim bench``): speed against baselines and the BLAS limit.
 
-Five sections, measured side by side in one run and checked against the goals of issue 7:
+Five sections, measured side by side in one run and checked against the performance goals (docs/performance.md):
 
 1. ``routing``: DeepSeek-V3 routing (E=256, K=8, 8 groups keep 4, sigmoid + bias, scale 2.5)
    by moesim's kernel, the NumPy reference and a PyTorch CPU twin, with the same thread count;
@@ -582,7 +582,7 @@ def _routing_row(results: dict, n_tokens: int = 4096) -> dict | None:
 
 
 def evaluate_goals(results: dict) -> list[dict]:
-    """PASS/MISS of each goal of issue 7 (ratios from this run's medians)."""
+    """PASS/MISS of each performance goal (ratios from this run's medians)."""
     goals = []
 
     def goal(name, value, target, passed, unit="", note=None):

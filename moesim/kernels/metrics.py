@@ -5,42 +5,50 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import prange
 
-from moesim._jit import njit, njit_parallel
+from moesim._jit import njit
 
 #: Names of the statistics, in the column order of ``_load_stats_rows``.
 LOAD_STAT_NAMES = ("max_vio", "cv", "entropy", "gini", "starved", "top10_share")
 
 
-@njit_parallel
+@njit
 def _load_stats_rows(counts, starved_fraction, out):
     """``out[s, :]`` = statistics of the loads ``counts[s, :]`` (NaN where a row sums to 0).
 
     max_vio = max/mean - 1; cv = population std / mean; entropy = H(c/sum) / log E;
     gini = sum_ij |c_i - c_j| / (2 E^2 mean); starved = #experts below ``starved_fraction`` of
     the mean; top10_share = share of the ceil(E/10) most loaded experts.
+
+    Serial, in plain loops: rows are short (E values), and a parallel driver of array
+    expressions took seconds to compile for no gain at run time.
     """
     n_rows, n_experts = counts.shape
     n_top = max(1, math.ceil(0.1 * n_experts))
     log_experts = math.log(n_experts) if n_experts > 1 else 1.0
-    for s in prange(n_rows):
-        row = counts[s].astype(np.float64)
-        total = row.sum()
+    for s in range(n_rows):
+        row = counts[s]
+        total = 0.0
+        largest = row[0]
+        for e in range(n_experts):
+            total += row[e]
+            largest = max(largest, row[e])
         if total <= 0:
             out[s, :] = np.nan
             continue
         mean = total / n_experts
-        out[s, 0] = row.max() / mean - 1.0
-        out[s, 1] = math.sqrt(((row - mean) ** 2).mean()) / mean
+        out[s, 0] = largest / mean - 1.0
+        squares = 0.0
         entropy = 0.0
         starved = 0
         for e in range(n_experts):
+            squares += (row[e] - mean) ** 2
             if row[e] > 0:
                 p = row[e] / total
                 entropy -= p * math.log(p)
             if row[e] < starved_fraction * mean:
                 starved += 1
+        out[s, 1] = math.sqrt(squares / n_experts) / mean
         out[s, 2] = entropy / log_experts if n_experts > 1 else 1.0
         ordered = np.sort(row)
         # sum_ij |x_i - x_j| = 2 * sum_i (2i - n + 1) x_(i) over ascending order, 0-based i.

@@ -266,7 +266,8 @@ def _select_row(selection, top_k, n_groups, topk_groups, group_score_topk, scrat
         if group_size >= 2:
             _group_top_two(selection, n_groups, group_size, group_first, group_second)
         else:
-            group_first[:] = selection
+            for g in range(n_groups):
+                group_first[g] = selection[g]
         for g in range(n_groups):
             if group_score_topk == 1:
                 group_scores[g] = group_first[g]
@@ -400,7 +401,8 @@ def _route_row(logit_row, bias, has_bias, spec, scratch, out_indices, out_weight
         for e in range(selection.shape[0]):
             selection[e] = scratch.scores[e] + bias[e]
     else:
-        selection[:] = scratch.scores
+        for e in range(selection.shape[0]):
+            selection[e] = scratch.scores[e]
     _select_row(
         selection,
         spec.top_k,
@@ -421,25 +423,31 @@ def _route_row(logit_row, bias, has_bias, spec, scratch, out_indices, out_weight
     )
 
 
+@njit
+def _route_chunk(logits, bias, has_bias, spec, indices, weights, counts, start, stop):
+    """Route tokens ``start..stop-1`` serially and add their assignments to ``counts`` (E,)."""
+    scratch = _make_scratch(
+        logits[0, :1], logits.shape[1], spec.top_k, spec.n_groups, spec.group_score_topk
+    )
+    for t in range(start, stop):
+        _route_row(logits[t], bias, has_bias, spec, scratch, indices[t], weights[t])
+        for k in range(spec.top_k):
+            counts[indices[t, k]] += 1
+
+
 @njit_parallel
 def _route_chunks(logits, bias, has_bias, spec, indices, weights, chunk_counts):
     """Route every token; ``chunk_counts[c, e]`` counts chunk ``c``'s assignments to expert ``e``.
 
     Chunks are fixed blocks of ``CHUNK_TOKENS`` tokens, so counts and outputs are the same
-    whatever the number of threads.
+    whatever the number of threads. The loop body is one call: Numba's parallel passes then
+    work on a small function (compiling the routing inline here took four times as long).
     """
-    n_tokens, n_experts = logits.shape
-    n_chunks = chunk_counts.shape[0]
-    for c in prange(n_chunks):
-        scratch = _make_scratch(
-            logits[0, :1], n_experts, spec.top_k, spec.n_groups, spec.group_score_topk
-        )
+    n_tokens = logits.shape[0]
+    for c in prange(chunk_counts.shape[0]):
         start = c * CHUNK_TOKENS
         stop = min(n_tokens, start + CHUNK_TOKENS)
-        for t in range(start, stop):
-            _route_row(logits[t], bias, has_bias, spec, scratch, indices[t], weights[t])
-            for k in range(spec.top_k):
-                chunk_counts[c, indices[t, k]] += 1
+        _route_chunk(logits, bias, has_bias, spec, indices, weights, chunk_counts[c], start, stop)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -629,7 +637,8 @@ def _logits_chunks(tokens, centroids_t, logits):
                 x = tokens[t, j]
                 for e in range(n_experts):
                     accumulator[e] += x * centroids_t[j, e]
-            logits[t, :] = accumulator
+            for e in range(n_experts):
+                logits[t, e] = accumulator[e]
 
 
 def router_logits(tokens: np.ndarray, centroids: np.ndarray) -> np.ndarray:

@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from moesim._jit import n_chunks_for, njit
+from moesim._jit import n_chunks_for
 from moesim.kernels.capacity import (
     POLICY_CODES,
     _capacity_keep,
@@ -33,21 +33,6 @@ class RoutingStep(NamedTuple):
     kept: np.ndarray  #: (E,) int64, assignments per expert after drops
 
 
-@njit
-def _routing_step(
-    logits, bias, has_bias, spec, capacity, policy_code, indices, weights, keep, chunk_counts
-):
-    """Route, count and (if ``capacity >= 0``) drop; returns ``(demand, kept)``."""
-    _route_chunks(logits, bias, has_bias, spec, indices, weights, chunk_counts)
-    demand = chunk_counts.sum(axis=0)
-    if capacity < 0:
-        keep[:, :] = True
-        return demand, demand.copy()
-    _capacity_keep(indices, weights, chunk_counts, capacity, policy_code, keep)
-    # An expert keeps min(demand, capacity) under either policy.
-    return demand, np.minimum(demand, capacity)
-
-
 def run_routing_step(
     logits: np.ndarray,
     bias: np.ndarray,
@@ -62,10 +47,15 @@ def run_routing_step(
     weights = np.empty((n_tokens, spec.top_k), dtype=logits.dtype)
     keep = np.empty((n_tokens, spec.top_k), dtype=np.bool_)
     chunk_counts = np.zeros((n_chunks_for(n_tokens), n_experts), dtype=np.int64)
-    demand, kept = _routing_step(
-        logits, bias, has_bias, spec, capacity, policy_code, indices, weights, keep, chunk_counts
-    )
-    return RoutingStep(indices, weights, keep, demand, kept)
+    _route_chunks(logits, bias, has_bias, spec, indices, weights, chunk_counts)
+    demand = chunk_counts.sum(axis=0)
+    if capacity < 0:
+        keep[:, :] = True
+        return RoutingStep(indices, weights, keep, demand, demand.copy())
+    # Compiled only when a scenario has a capacity (its sort is a good part of a cold start).
+    _capacity_keep(indices, weights, chunk_counts, capacity, policy_code, keep)
+    # An expert keeps min(demand, capacity) under either policy.
+    return RoutingStep(indices, weights, keep, demand, np.minimum(demand, capacity))
 
 
 def routing_step(
