@@ -1,6 +1,7 @@
 """Benchmark suite (``make bench``, ``moesim bench``): speed against baselines and the BLAS limit.
 
-Five sections, measured side by side in one run and checked against the performance goals (docs/performance.md):
+Five sections, measured side by side in one run and checked against the performance goals
+(docs/performance.md):
 
 1. ``routing``: DeepSeek-V3 routing (E=256, K=8, 8 groups keep 4, sigmoid + bias, scale 2.5)
    by moesim's kernel, the NumPy reference and a PyTorch CPU twin, with the same thread count;
