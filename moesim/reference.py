@@ -23,6 +23,21 @@ NORMALIZE_EPSILON = 1e-20
 SCORE_FUNCTIONS = ("sigmoid", "softmax", "softmax_after_topk")
 
 
+def logits_reference(tokens: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """Router logits ``Z = X W^T`` (T, E) in the tokens' dtype, summed over ``d`` in order.
+
+    Each logit is ``sum_j tokens[t, j] * centroids[e, j]`` accumulated from ``j = 0`` upwards in
+    the tokens' dtype, one rounded product and one rounded sum at a time (the kernel's order, so
+    the two agree to the bit; BLAS sums in another order and agrees to rounding only).
+    """
+    dtype = tokens.dtype
+    centroids = centroids.astype(dtype)
+    logits = np.zeros((tokens.shape[0], centroids.shape[0]), dtype=dtype)
+    for j in range(tokens.shape[1]):
+        logits = logits + tokens[:, j : j + 1] * centroids[:, j]
+    return logits
+
+
 def scores_reference(logits: np.ndarray, score: str) -> np.ndarray:
     """Per-expert scores ``S`` before the bias, in the dtype of ``logits``.
 
