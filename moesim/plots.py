@@ -27,6 +27,7 @@ from matplotlib import ticker
 from matplotlib.figure import Figure
 
 from moesim.results import read_history, read_loads, read_summary, write_atomic
+from moesim.statistics import mean_interval
 
 #: Okabe & Ito (2008) colour-blind-safe palette, ordered for contrast on white (yellow last).
 OKABE_ITO = (
@@ -770,15 +771,8 @@ def _require_sweep(data: ResultsData) -> dict:
 
 
 def interval(values: np.ndarray) -> tuple[float, float, int]:
-    """Mean and half-width of the 95% interval over seeds (1.96 std / sqrt(n)); NaN-safe."""
-    values = np.asarray(values, dtype=float)
-    values = values[np.isfinite(values)]
-    n = values.size
-    if n == 0:
-        return float("nan"), float("nan"), 0
-    if n == 1:
-        return float(values[0]), 0.0, 1
-    return float(values.mean()), float(1.96 * values.std(ddof=1) / math.sqrt(n)), n
+    """Mean, 95% half-width (Student's t) and count over seeds; NaN-safe (see moesim.statistics)."""
+    return mean_interval(values)
 
 
 def sweep_panel(ax, sweep: dict, x_key: str, metric: str, other_keys: list[str], log_y: bool):
@@ -968,7 +962,7 @@ FIGURES: dict[str, tuple[Callable[[ResultsData], Figure], str]] = {
     "sweep_metrics": (
         sweep_metrics,
         "Key metrics against each swept parameter: line = mean over seeds, band = 95% interval "
-        "(mean ± 1.96·std/√n), one line per value of the other swept parameters.",
+        "(mean ± t·std/√n, Student's t), one line per value of the other swept parameters.",
     ),
 }
 

@@ -270,7 +270,7 @@ def render_html(data: ResultsData, figures: list[tuple[str, str, bytes]], skippe
         if best is not None:
             parts.append(
                 '<p class="note">Highlighted: the point with the lowest mean MaxVio_global. '
-                "Intervals are mean ± 1.96·std/√n over seeds.</p>"
+                "Intervals are mean ± t·std/√n over seeds (Student's t, 95%).</p>"
             )
 
     parts.append("<h2>Figures</h2>")

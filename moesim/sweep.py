@@ -35,6 +35,7 @@ import numpy as np
 
 from moesim.errors import Problem, ScenarioError
 from moesim.results import package_versions, to_jsonable, write_atomic
+from moesim.statistics import mean_interval
 
 #: Columns of sweep.csv between the swept parameters and the metrics.
 BOOKKEEPING_COLUMNS = ("seed", "variant", "status", "point")
@@ -772,8 +773,8 @@ def sweep_rows(points: list[Point], records: list[dict]) -> tuple[list[str], lis
 def aggregate_rows(points: list[Point], records: list[dict]) -> list[dict]:
     """Per parameter combination and variant: n and mean, std, ci95 of each numeric metric.
 
-    ``ci95`` is the half-width ``1.96 * std / sqrt(n)`` (std with ddof=1, over the seeds whose
-    value is finite; 0 for one seed).
+    ``ci95`` is the half-width of the 95% interval, ``t_{0.975, n-1} * std / sqrt(n)`` (Student's
+    t, std with ddof=1, over the seeds whose value is finite; 0 for one seed).
     """
     parameters = list(points[0].params) if points else []
     metrics = metric_names(records)
@@ -796,12 +797,10 @@ def aggregate_rows(points: list[Point], records: list[dict]) -> list[dict]:
                 continue
             finite = np.array([_number(v) for v in values], dtype=float)
             finite = finite[np.isfinite(finite)]
-            n = finite.size
-            mean = float(finite.mean()) if n else float("nan")
-            std = float(finite.std(ddof=1)) if n > 1 else (0.0 if n else float("nan"))
+            mean, half_width, n = mean_interval(finite)
             row[f"{metric}_mean"] = mean
-            row[f"{metric}_std"] = std
-            row[f"{metric}_ci95"] = 1.96 * std / math.sqrt(n) if n else float("nan")
+            row[f"{metric}_std"] = float(finite.std(ddof=1)) if n > 1 else (0.0 if n else math.nan)
+            row[f"{metric}_ci95"] = half_width
         out.append(row)
     variant_order = {name: i for i, name in enumerate(dict.fromkeys(p.variant for p in points))}
     out.sort(
