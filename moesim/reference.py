@@ -329,7 +329,8 @@ def _load_stats_row(loads: np.ndarray, starved_fraction: float) -> dict:
     return {
         "max_vio": max(x) / mean - 1.0,
         "cv": math.sqrt(variance) / mean,
-        "entropy": entropy / math.log(n) if n > 1 else math.nan,
+        # One expert: H / log E is 0/0; it is perfectly balanced, so 1 (max_vio = cv = gini = 0).
+        "entropy": entropy / math.log(n) if n > 1 else 1.0,
         "gini": pair_differences / (2.0 * n * n * mean),
         "starved": float(sum(1 for xi in x if xi < starved_fraction * mean)),
         "top10_share": sum(sorted(x, reverse=True)[:n_top]) / total,
@@ -350,7 +351,8 @@ def load_stats_reference(counts: np.ndarray, starved_fraction: float = 0.1) -> d
     -------
     dict of str to float64 (scalars for [E], arrays of shape [S] for [S, E])
         ``max_vio`` (max/mean - 1), ``cv`` (population std / mean), ``entropy`` (H(c/sum c) /
-        log E), ``gini`` (sum_ij |x_i - x_j| / (2 E^2 mean)), ``starved`` (experts below
+        log E; 1 when E = 1, where it is 0/0 and the one expert is perfectly balanced), ``gini``
+        (sum_ij |x_i - x_j| / (2 E^2 mean)), ``starved`` (experts below
         ``starved_fraction * mean``), ``top10_share`` (load share of the ceil(E/10) most loaded
         experts). All NaN for a row whose total is 0.
     """

@@ -45,19 +45,82 @@ def test_update_bias_matches_reference(case, rate, rule, center):
     assert bias is not new
 
 
-@settings(max_examples=50, deadline=None)
-@given(case=bias_cases(), rate=RATES)
-def test_sign_rule_directions(case, rate):
-    bias, counts = case
-    new = update_bias(bias, counts, rate, rule="sign").astype(np.float64)
-    step = new - bias.astype(np.float64)
+def _loaded(counts):
+    """Masks of the over-, under- and exactly balanced experts, decided on exact integers."""
     total, n_experts = int(counts.sum()), counts.size
     over = total < n_experts * counts  # c_i > mean(c)
     under = total > n_experts * counts
-    equal = ~over & ~under
+    return over, under, ~over & ~under
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    case=bias_cases(),
+    rate=RATES,
+    rule=st.sampled_from(["sign", "proportional"]),
+    center=st.booleans(),
+)
+def test_update_directions(case, rate, rule, center):
+    """Every over-loaded expert's update is below the mean update, every under-loaded one above.
+
+    Without centering, d_i = u sign(mean - c_i) or u (mean - c_i) / mean: negative exactly for
+    the over-loaded. Centering subtracts mean(d) from every update, so each update relative to
+    the mean update is d_i - mean(d) either way. For the proportional rule mean(d) = 0. For the
+    sign rule mean(d) = u (#under - #over) / E lies strictly inside (-u, u) (an over-loaded expert
+    implies an under-loaded one), so d_i - mean(d) is at most -2u/E for the over-loaded: they move
+    down in absolute terms too, and the under-loaded up. Balanced experts get d_i = 0, so with
+    centering they all move by -mean(d), which is not zero when the sign rule sees more
+    under- than over-loaded experts or the reverse.
+
+    The update is measured from a zero bias: rounding it to float32 keeps its sign and the order
+    of updates (from a bias of 1, a proportional update of 1e-12 rounds away entirely).
+    """
+    bias, counts = case
+    update = update_bias(np.zeros_like(bias), counts, rate, rule=rule, center=center)
+    update = update.astype(np.float64)
+    over, under, equal = _loaded(counts)
+    mean = update.mean()
+    # Each update was rounded to float32 once (relative error 2**-24); so may be the mean.
+    slack = 2.0**-24 * np.abs(update).mean()
+    assert np.all(update[over] < mean + slack)
+    assert np.all(update[under] > mean - slack)
+    assert np.all(update[over] < 0)
+    assert np.all(update[under] > 0)
+    # Centering shifts every update by one value: it cannot reorder over, balanced and under.
+    assert update[over].max(initial=-np.inf) < update[equal].min(initial=np.inf)
+    assert update[equal].max(initial=-np.inf) < update[under].min(initial=np.inf)
+    if equal.any():
+        assert np.all(update[equal] == update[equal][0])  # one shared update
+    if not center:
+        np.testing.assert_array_equal(update[equal], 0.0)
+        # From the drawn bias the rounding to float32 may swallow a small step, never turn it.
+        step = update_bias(bias, counts, rate, rule=rule).astype(np.float64) - bias
+        assert np.all(step[over] <= 0)
+        assert np.all(step[under] >= 0)
+        np.testing.assert_array_equal(step[equal], 0.0)
+
+
+@settings(max_examples=50, deadline=None)
+@given(case=bias_cases(), rate=RATES)
+def test_sign_rule_directions(case, rate):
+    """From any drawn bias the sign rule's step (at least 1e-4) survives rounding to float32."""
+    bias, counts = case
+    new = update_bias(bias, counts, rate, rule="sign").astype(np.float64)
+    step = new - bias.astype(np.float64)
+    over, under, equal = _loaded(counts)
     assert np.all(step[over] < 0)
     assert np.all(step[under] > 0)
     np.testing.assert_array_equal(new[equal], bias[equal].astype(np.float64))
+
+
+def test_center_moves_balanced_experts_with_the_sign_rule():
+    # mean(c) = 2: four balanced experts, two under (+u), one over (-u); mean update u/7.
+    counts = np.array([2, 2, 2, 2, 0, 0, 6], dtype=np.int64)
+    rate = 0.5
+    new = update_bias(np.zeros(7, np.float32), counts, rate, rule="sign", center=True)
+    expected = rate * np.array([0, 0, 0, 0, 1, 1, -1]) - rate / 7
+    np.testing.assert_allclose(new, expected, rtol=1e-6)
+    assert np.all(new[:4] < 0)  # balanced, yet moved down: -mean(update)
 
 
 @pytest.mark.parametrize("rule", ["sign", "proportional"])

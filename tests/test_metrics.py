@@ -13,7 +13,7 @@ KEYS = {"max_vio", "cv", "entropy", "gini", "starved", "top10_share"}
 
 @st.composite
 def count_arrays(draw, two_dimensional):
-    n_experts = draw(st.integers(2, 70))
+    n_experts = draw(st.one_of(st.just(1), st.integers(2, 70)))
     rows = draw(st.integers(1, 6)) if two_dimensional else None
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     shape = (rows, n_experts) if two_dimensional else (n_experts,)
@@ -100,6 +100,23 @@ def test_top10_share_uses_ceil_of_a_tenth():
     # E = 11: ceil(1.1) = 2.
     counts = np.arange(1, 12, dtype=np.int64)
     assert load_stats(counts)["top10_share"] == pytest.approx((10 + 11) / counts.sum())
+
+
+def test_single_expert_is_perfectly_balanced():
+    """E = 1: H / log E is 0/0; kernel and reference call it 1, as max_vio = cv = gini = 0."""
+    for counts in (np.array([5]), np.array([[5], [0], [1]])):
+        got = load_stats(counts)
+        _assert_stats_equal(got, load_stats_reference(counts))
+    stats = load_stats(np.array([5]))
+    assert stats == {
+        "max_vio": 0.0,
+        "cv": 0.0,
+        "entropy": 1.0,
+        "gini": 0.0,
+        "starved": 0.0,
+        "top10_share": 1.0,
+    }
+    np.testing.assert_array_equal(load_stats(np.array([[5], [0]]))["entropy"], [1.0, np.nan])
 
 
 def test_zero_row_is_nan():

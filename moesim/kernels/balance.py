@@ -12,6 +12,7 @@ import math
 import numpy as np
 
 from moesim._jit import njit
+from moesim.kernels.routing import check_finite
 
 RULE_SIGN = 0
 RULE_PROPORTIONAL = 1
@@ -50,12 +51,12 @@ def update_bias(bias, counts, rate: float, rule: str = "sign", center: bool = Fa
 
     Parameters
     ----------
-    bias : ndarray, shape (E,)
-        Current bias (kept as float32, as in DeepSeek-V3 and Megatron-Core).
+    bias : ndarray, shape (E,), float
+        Current bias, finite (kept as float32, as in DeepSeek-V3 and Megatron-Core).
     counts : ndarray, shape (E,), integer
-        Assignments per expert over the update window (exact integers).
+        Assignments per expert over the update window (exact, non-negative integers).
     rate : float
-        Update rate u (bias units per update).
+        Update rate u (bias units per update), finite and >= 0.
     rule : {"sign", "proportional"}
     center : bool
         Subtract the mean of the update so that ``sum(b)`` stays constant.
@@ -64,11 +65,24 @@ def update_bias(bias, counts, rate: float, rule: str = "sign", center: bool = Fa
     -------
     ndarray, shape (E,), float32
         The new bias (a new array; the input is not modified).
+
+    Raises
+    ------
+    ValueError
+        Naming the argument and the constraint it breaks (e.g. a NaN or infinite bias).
     """
     bias = np.asarray(bias)
     counts = np.asarray(counts)
     if bias.ndim != 1:
         raise ValueError(f"bias is {bias.ndim}-dimensional and must be 1-dimensional [E]")
+    if not np.issubdtype(bias.dtype, np.floating):
+        raise ValueError(f"bias has dtype {bias.dtype}; it must be a floating-point vector")
+    check_finite("bias", bias)
+    with np.errstate(over="ignore"):  # reported below, naming the expert
+        bias32 = np.ascontiguousarray(bias, dtype=np.float32)
+    if not np.isfinite(bias32).all():
+        e = int(np.argmax(~np.isfinite(bias32)))
+        raise ValueError(f"bias[{e}] is {bias[e]}; it must fit in float32, the bias's dtype")
     if counts.shape != bias.shape:
         raise ValueError(f"counts has shape {counts.shape}; it must match bias {bias.shape}")
     if not np.issubdtype(counts.dtype, np.integer):
@@ -77,7 +91,8 @@ def update_bias(bias, counts, rate: float, rule: str = "sign", center: bool = Fa
             "not floats: low-precision counts flip the sign of balanced experts"
         )
     if counts.size and counts.min() < 0:
-        raise ValueError("counts must be non-negative")
+        e = int(np.argmax(counts < 0))
+        raise ValueError(f"counts[{e}] is {counts[e]}; counts must be non-negative")
     if rule not in RULE_CODES:
         raise ValueError(f"rule is {rule!r}; it must be one of {sorted(RULE_CODES)}")
     rate = float(rate)
@@ -85,7 +100,7 @@ def update_bias(bias, counts, rate: float, rule: str = "sign", center: bool = Fa
         raise ValueError(f"rate is {rate}; it must be a finite number >= 0")
     out = np.empty(bias.shape, dtype=np.float32)
     _bias_update(
-        np.ascontiguousarray(bias, dtype=np.float32),
+        bias32,
         np.ascontiguousarray(counts, dtype=np.int64),
         rate,
         RULE_CODES[rule],

@@ -12,6 +12,7 @@ import numpy as np
 from numba import prange
 
 from moesim._jit import CHUNK_TOKENS, n_chunks_for, njit, njit_parallel
+from moesim.kernels.routing import check_finite, check_integer
 
 POLICY_PROBS = 0
 POLICY_POSITION = 1
@@ -104,7 +105,11 @@ def _capacity_keep(indices, weights, chunk_counts, capacity, policy_code, keep):
 
 
 def check_assignments(indices, weights, n_experts: int) -> tuple[np.ndarray, np.ndarray]:
-    """Validate a routing result ``(indices[T,K], weights[T,K])`` against ``n_experts``."""
+    """Validate a routing result ``(indices[T,K], weights[T,K])`` against ``n_experts``.
+
+    Each row's experts must lie in ``[0, n_experts)`` and be distinct (the kernel relies on an
+    expert receiving a token at most once), and the weights must be finite real numbers.
+    """
     indices = np.asarray(indices)
     weights = np.asarray(weights)
     if indices.ndim != 2:
@@ -115,8 +120,22 @@ def check_assignments(indices, weights, n_experts: int) -> tuple[np.ndarray, np.
         raise ValueError(
             f"weights has shape {weights.shape}; it must match indices {indices.shape}"
         )
-    if indices.size and (indices.min() < 0 or indices.max() >= n_experts):
-        raise ValueError(f"indices must lie in [0, n_experts={n_experts})")
+    if not (np.issubdtype(weights.dtype, np.floating) or np.issubdtype(weights.dtype, np.integer)):
+        raise ValueError(f"weights has dtype {weights.dtype}; it must be a real-valued array")
+    check_finite("weights", weights)
+    outside = ((indices < 0) | (indices >= n_experts)).any(axis=1)
+    if outside.any():
+        t = int(np.argmax(outside))
+        raise ValueError(
+            f"indices[{t}] is {indices[t].tolist()}; experts must lie in [0, n_experts={n_experts})"
+        )
+    ordered = np.sort(indices, axis=1)
+    repeated = (ordered[:, 1:] == ordered[:, :-1]).any(axis=1)
+    if repeated.any():
+        t = int(np.argmax(repeated))
+        raise ValueError(
+            f"indices[{t}] is {indices[t].tolist()}; the experts of a token must be distinct"
+        )
     return np.ascontiguousarray(indices, dtype=np.int64), np.ascontiguousarray(weights)
 
 
@@ -133,11 +152,12 @@ def apply_capacity(indices, weights, n_experts: int, capacity_factor, policy: st
     Parameters
     ----------
     indices : ndarray, shape (T, K), int
-        Chosen experts (each row distinct), as returned by :func:`moesim.route`.
+        Chosen experts, in ``[0, E)`` and distinct in each row, as returned by
+        :func:`moesim.route`.
     weights : ndarray, shape (T, K), float
-        Their gate weights (used by the ``probs`` policy).
+        Their gate weights, finite (used by the ``probs`` policy).
     n_experts : int
-        E.
+        E, a positive integer.
     capacity_factor : float or None
         Capacity as a multiple of the fair share ``T*K/E``; ``None`` drops nothing.
     policy : {"probs", "position"}
@@ -146,8 +166,14 @@ def apply_capacity(indices, weights, n_experts: int, capacity_factor, policy: st
     Returns
     -------
     keep : ndarray, shape (T, K), bool
+
+    Raises
+    ------
+    ValueError
+        Naming the argument and the constraint it breaks (and the first offending row of
+        ``indices`` or entry of ``weights``).
     """
-    n_experts = int(n_experts)
+    n_experts = check_integer("n_experts", n_experts)
     if n_experts < 1:
         raise ValueError(f"n_experts is {n_experts}; it must be at least 1")
     indices, weights = check_assignments(indices, weights, n_experts)

@@ -16,7 +16,8 @@ LOAD_STAT_NAMES = ("max_vio", "cv", "entropy", "gini", "starved", "top10_share")
 def _load_stats_rows(counts, starved_fraction, out):
     """``out[s, :]`` = statistics of the loads ``counts[s, :]`` (NaN where a row sums to 0).
 
-    max_vio = max/mean - 1; cv = population std / mean; entropy = H(c/sum) / log E;
+    max_vio = max/mean - 1; cv = population std / mean; entropy = H(c/sum) / log E, and 1 for
+    E = 1 (0/0 there: one expert is perfectly balanced, as max_vio = cv = gini = 0 say);
     gini = sum_ij |c_i - c_j| / (2 E^2 mean); starved = #experts below ``starved_fraction`` of
     the mean; top10_share = share of the ceil(E/10) most loaded experts.
 
@@ -76,7 +77,8 @@ def load_stats(counts, starved_fraction: float = 0.1) -> dict:
     Returns
     -------
     dict
-        ``max_vio``, ``cv``, ``entropy`` (normalised to [0, 1]), ``gini``, ``starved`` (count),
+        ``max_vio``, ``cv``, ``entropy`` (normalised to [0, 1]; 1 for a single expert, where
+        ``H / log E`` is 0/0: one expert is perfectly balanced), ``gini``, ``starved`` (count),
         ``top10_share``: floats for 1-D input, arrays of shape (S,) for 2-D input. NaN where the
         total load is zero.
     """

@@ -454,6 +454,29 @@ def _route_chunks(logits, bias, has_bias, spec, indices, weights, chunk_counts):
 # Validation and the public function
 
 
+def check_integer(name: str, value) -> int:
+    """``value`` as an ``int``; ValueError naming ``name`` unless it is a Python or NumPy integer.
+
+    Floats are refused even when integral (``int(2.7)`` would silently truncate to 2), and so are
+    bools (``True`` is not a count of 1).
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(
+            f"{name} is {value!r} of type {type(value).__name__}; "
+            "it must be an integer (int or NumPy integer, not bool or float)"
+        )
+    return int(value)
+
+
+def check_finite(name: str, array: np.ndarray) -> None:
+    """ValueError naming ``name`` and the first non-finite entry of a numeric ``array``."""
+    finite = np.isfinite(array)
+    if not finite.all():
+        where = tuple(int(i) for i in np.argwhere(~finite)[0])
+        position = ", ".join(str(i) for i in where)
+        raise ValueError(f"{name} must be finite; {name}[{position}] is {array[where]}")
+
+
 def _check_logits(logits) -> np.ndarray:
     logits = np.asarray(logits)
     if logits.ndim != 2:
@@ -464,11 +487,7 @@ def _check_logits(logits) -> np.ndarray:
         raise ValueError(f"logits has dtype {logits.dtype}; it must be float32 or float64")
     if logits.shape[0] == 0 or logits.shape[1] == 0:
         raise ValueError(f"logits has shape {logits.shape}; it needs at least one token and expert")
-    if not np.isfinite(logits).all():
-        bad = np.argwhere(~np.isfinite(logits))[0]
-        raise ValueError(
-            f"logits must be finite; logits[{bad[0]}, {bad[1]}] is {logits[bad[0], bad[1]]}"
-        )
+    check_finite("logits", logits)
     return np.ascontiguousarray(logits)
 
 
@@ -478,8 +497,9 @@ def _check_bias(bias, n_experts: int, dtype) -> tuple[np.ndarray, bool]:
     bias = np.asarray(bias)
     if bias.shape != (n_experts,):
         raise ValueError(f"bias has shape {bias.shape}; it must have shape ({n_experts},)")
-    if not np.issubdtype(bias.dtype, np.floating) or not np.isfinite(bias).all():
-        raise ValueError("bias must be a finite floating-point vector")
+    if not np.issubdtype(bias.dtype, np.floating):
+        raise ValueError(f"bias has dtype {bias.dtype}; it must be a floating-point vector")
+    check_finite("bias", bias)
     return np.ascontiguousarray(bias, dtype=dtype), True
 
 
@@ -504,7 +524,9 @@ def resolve_router_spec(
     """
     if score not in SCORE_CODES:
         raise ValueError(f"score is {score!r}; it must be one of {sorted(SCORE_CODES)}")
-    top_k, n_groups, topk_groups = int(top_k), int(n_groups), int(topk_groups)
+    top_k = check_integer("top_k", top_k)
+    n_groups = check_integer("n_groups", n_groups)
+    topk_groups = check_integer("topk_groups", topk_groups)
     if not 1 <= top_k <= n_experts:
         raise ValueError(f"top_k is {top_k}; it must be between 1 and the {n_experts} experts")
     if n_groups < 1 or n_experts % n_groups:
@@ -525,7 +547,7 @@ def resolve_router_spec(
         # DeepSeek-V3 Gate: sum of the top two with a bias, the max without.
         group_score_topk = 2 if has_bias else 1
         group_score_topk = min(group_score_topk, group_size)
-    group_score_topk = int(group_score_topk)
+    group_score_topk = check_integer("group_score_topk", group_score_topk)
     if n_groups > 1 and not 1 <= group_score_topk <= group_size:
         raise ValueError(
             f"group_score_topk is {group_score_topk}; it must be between 1 and the {group_size} "
@@ -533,6 +555,8 @@ def resolve_router_spec(
         )
     if normalize is None:
         normalize = score == "sigmoid"
+    elif not isinstance(normalize, (bool, np.bool_)):
+        raise ValueError(f"normalize is {normalize!r}; it must be True, False or None")
     route_scale = float(route_scale)
     if not (math.isfinite(route_scale) and route_scale > 0):
         raise ValueError(f"route_scale is {route_scale}; it must be a positive finite number")
