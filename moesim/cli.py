@@ -71,6 +71,12 @@ def _load(path: Path, overrides: list[str] | None, steps: int | None = None, see
         raise _fail(str(error)) from None
 
 
+def _cannot_write(target: Path, error: OSError) -> str:
+    reason = error.strerror or str(error)
+    where = f" ({error.filename})" if error.filename and str(error.filename) != str(target) else ""
+    return f"cannot write the results folder {target}: {reason}{where}"
+
+
 def _version_callback(value: bool) -> None:
     if value:
         console.print(f"moesim {moesim.__version__}")
@@ -97,6 +103,10 @@ def _format(value, digits: int = 3) -> str:
     return str(value)
 
 
+def _percent(value) -> str:
+    return "-" if value is None or math.isnan(value) else f"{value:.2%}"
+
+
 VERDICT_STYLE = {"balanced": "green", "imbalanced": "yellow", "collapsed": "bold red"}
 
 
@@ -108,20 +118,20 @@ def summary_table(title: str, summaries: list[dict]) -> Table:
         header_style="bold",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
-        collapse_padding=True,
+        padding=0,  # the box already puts a space between columns: the table fits 80 columns
     )
     show_drops = any(s.get("capacity") is not None for s in summaries)
     headers = ["MaxVio\nglobal", "MaxVio\nbatch", "final\nbatch", "CV", "starved"]
-    headers += ["dropped"] * show_drops + ["balanced\nat step"]
-    table.add_column("variant", no_wrap=True)
+    headers += ["dropped\nassign.", "dropped\ntokens"] * show_drops + ["balanced\nat step"]
+    # On a narrow terminal long variant names fold; the numbers and the verdict never do.
+    table.add_column("variant", overflow="fold")
     for header in headers:
         table.add_column(header, justify="right", min_width=max(map(len, header.split("\n"))))
     table.add_column("verdict", no_wrap=True)
     for s in summaries:
         style = VERDICT_STYLE.get(s["verdict"], "")
         partial = " [dim](partial)[/]" if s.get("partial") else ""
-        drop_rate = s["drop_rate"]
-        drops = "-" if drop_rate is None or math.isnan(drop_rate) else f"{drop_rate:.2%}"
+        drops = [_percent(s.get("drop_rate")), _percent(s.get("token_drop_rate"))]
         table.add_row(
             s["variant"] + partial,
             _format(s["max_vio_global"]),
@@ -129,7 +139,7 @@ def summary_table(title: str, summaries: list[dict]) -> Table:
             _format(s["final_max_vio_batch"], 2),
             _format(s["cv"]),
             str(s["starved"]),
-            *([drops] * show_drops),
+            *(drops if show_drops else []),
             _format(s["steps_to_balance"]),
             f"[{style}]{s['verdict']}[/]" if style else s["verdict"],
         )
@@ -190,11 +200,17 @@ def run(
         target = prepare_output_dir(target, force=force)
     except OutputExistsError as error:
         raise _fail(str(error), EXIT_REFUSED) from None
+    except OSError as error:
+        raise _fail(_cannot_write(target, error), EXIT_REFUSED) from None
     started = time.perf_counter()
     command = ["moesim", *sys.argv[1:]]
 
     def save(result) -> None:
-        write_results(result, target, seconds=time.perf_counter() - started, command=command)
+        try:
+            write_results(result, target, seconds=time.perf_counter() - started, command=command)
+        except OSError as error:
+            # Whatever was written before stays; say what could not be, and stop.
+            raise _fail(_cannot_write(target, error), EXIT_REFUSED) from None
 
     if not quiet:
         console.print("[dim]compiling kernels (first run only)...[/]", highlight=False)

@@ -40,6 +40,7 @@ from moesim.kernels.routing import (
     router_logits,
 )
 from moesim.kernels.step import NO_CAPACITY, run_routing_step
+from moesim.scenario import record_every_for
 
 #: Columns of the per-record history, in order (see docs/metrics.md for meanings).
 HISTORY_COLUMNS = (
@@ -130,12 +131,6 @@ class Result:
 
 #: Tokens of a recorded step on which routing fidelity is measured.
 FIDELITY_TOKENS = 1024
-
-
-def record_every_for(scenario) -> int:
-    """Steps between recorded rows (``metrics.record_every`` or about 1000 rows per run)."""
-    chosen = scenario.metrics.record_every
-    return int(chosen) if chosen else max(1, math.ceil(scenario.steps / 1000))
 
 
 def final_window_for(scenario) -> int:

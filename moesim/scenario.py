@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import copy
 import difflib
+import functools
+import math
+import os
 import re
 import sys
 import types
@@ -61,9 +64,15 @@ class DriftConfig(_Section):
         description="none; shift: weights re-permuted at `at_step`; rotate: weights rotate "
         "through the clusters once per `period`; walk: Gaussian random walk of log-weights.",
     )
-    at_step: int = Field(0, ge=0, description="shift: step at which the weights are re-permuted.")
-    period: int = Field(1000, ge=1, description="rotate: steps for one full rotation.")
-    sigma: float = Field(0.01, ge=0, description="walk: std of the per-step log-weight change.")
+    at_step: int = Field(
+        0, ge=0, le=100_000_000, description="shift: step at which the weights are re-permuted."
+    )
+    period: int = Field(
+        1000, ge=1, le=100_000_000, description="rotate: steps for one full rotation."
+    )
+    sigma: float = Field(
+        0.01, ge=0, le=10, description="walk: std of the per-step log-weight change."
+    )
 
 
 class TokensConfig(_Section):
@@ -91,7 +100,9 @@ class TokensConfig(_Section):
         1.0, ge=0, le=100, description="Scale of the domain means mu_c ~ N(0, I) * separation."
     )
     noise: float = Field(1.0, ge=0, le=100, description="Within-domain noise scale.")
-    seq_len: int = Field(512, ge=1, description="Tokens per sequence; must divide tokens_per_step.")
+    seq_len: int = Field(
+        512, ge=1, le=16_777_216, description="Tokens per sequence; must divide tokens_per_step."
+    )
     seq_coherence: float = Field(
         0.5, ge=0, le=1, description="Probability a token keeps its sequence's domain."
     )
@@ -109,17 +120,18 @@ class RouterConfig(_Section):
     """Scores and selection (model.md 1.2)."""
 
     experts: int = Field(256, ge=1, le=65536, description="E, routed experts.")
-    top_k: int = Field(8, ge=1, description="K, experts per token.")
+    top_k: int = Field(8, ge=1, le=65536, description="K, experts per token.")
     score: Literal["sigmoid", "softmax", "softmax_after_topk"] = Field(
         "sigmoid",
         description="sigmoid (DeepSeek-V3), softmax over all experts (DeepSeek-V2, Switch), or "
         "softmax over the K selected logits (Mixtral, Megatron default).",
     )
-    groups: int = Field(1, ge=1, description="Expert groups G (group-limited routing).")
-    topk_groups: int = Field(1, ge=1, description="Groups kept per token, G_k.")
+    groups: int = Field(1, ge=1, le=65536, description="Expert groups G (group-limited routing).")
+    topk_groups: int = Field(1, ge=1, le=65536, description="Groups kept per token, G_k.")
     group_score_topk: int | None = Field(
         None,
         ge=1,
+        le=65536,
         description="Scores summed for a group's score; null = DeepSeek-V3 rule (2 with a "
         "bias, 1 without). Megatron-Core uses top_k // topk_groups.",
     )
@@ -165,7 +177,9 @@ class BiasConfig(_Section):
     freeze_at: float = Field(
         0.97, ge=0, le=1, description="Fraction of the run after which a frozen bias stops."
     )
-    warmup_steps: int = Field(0, ge=0, description="Length of the warm-up or decay, in steps.")
+    warmup_steps: int = Field(
+        0, ge=0, le=100_000_000, description="Length of the warm-up or decay, in steps."
+    )
 
 
 class AuxConfig(_Section):
@@ -265,7 +279,8 @@ class SweepConfig(_Section):
     minimize: bool = Field(True, description="Best is the smallest metric (false: the largest).")
 
 
-_NAME_PATTERN = r"^[A-Za-z0-9_.+-]+$"
+# A name is a folder name: no separators, and no leading dot (".", ".." and hidden folders).
+_NAME_PATTERN = r"^[A-Za-z0-9_+-][A-Za-z0-9_.+-]*$"
 
 
 class Variant(_Section):
@@ -574,7 +589,10 @@ def _message(error: dict, path: tuple) -> tuple[str, str | None]:
         limit = next(iter(error.get("ctx", {}).values()), "?")
         return f"must be {_BOUNDS[kind]} {limit} (got {value!r})", None
     if kind == "string_pattern_mismatch":
-        return f"must contain only letters, digits and _ . + - (got {value!r})", None
+        return (
+            f"must contain only letters, digits and _ . + -, and not start with . (got {value!r})",
+            None,
+        )
     return f"{error['msg'][0].lower()}{error['msg'][1:]} (got {value!r})", None
 
 
@@ -653,6 +671,7 @@ def _cross_problems(scenario: Scenario, source: _Source, prefix=()) -> list[Prob
             )
         elif min(weights) < 0 or sum(weights) <= 0:
             add(("tokens", "explicit_weights"), "must be non-negative with a positive sum")
+    trace_shape = None
     if tokens.source == "file":
         if tokens.file is None:
             add(
@@ -661,8 +680,29 @@ def _cross_problems(scenario: Scenario, source: _Source, prefix=()) -> list[Prob
                 "give the path of a .npy or .npz file of token embeddings (rows are tokens)",
                 near=("tokens", "source"),
             )
-        elif not Path(tokens.file).is_file():
-            add(("tokens", "file"), f"trace file not found: {tokens.file}")
+        else:
+            from moesim.tokens import TraceError
+
+            try:
+                trace_shape = _check_trace_once(tokens.file, tokens.file_key)
+            except TraceError as error:
+                add(("tokens", error.field), str(error))
+    # A run that cannot fit in memory should fail now, not after an hour of swapping.
+    memory = estimated_memory(scenario, trace_shape)
+    available = _physical_memory()
+    if available is not None and sum(memory.values()) > 0.9 * available:
+        gib = 2.0**30
+        parts = ", ".join(f"{name} {size / gib:.1f} GiB" for name, size in memory.items() if size)
+        if memory["records"] > memory["step"] + memory["trace"]:
+            path, hint = ("metrics", "record_every"), "record less often (a larger record_every)"
+        else:
+            path, hint = ("tokens", "tokens_per_step"), "route fewer tokens per step"
+        add(
+            path,
+            f"the run would need about {sum(memory.values()) / gib:.1f} GiB ({parts}), more "
+            f"than this machine's {available / gib:.1f} GiB",
+            hint,
+        )
     aux = scenario.balance.aux
     if aux.kind != "none" and aux.alpha == 0:
         add(
@@ -683,6 +723,56 @@ def _cross_problems(scenario: Scenario, source: _Source, prefix=()) -> list[Prob
             near=("balance", "aux", "kind" if aux.kind != "none" else "z_loss"),
         )
     return problems
+
+
+def record_every_for(scenario: Scenario) -> int:
+    """Steps between recorded rows (``metrics.record_every`` or about 1000 rows per run)."""
+    chosen = scenario.metrics.record_every
+    return int(chosen) if chosen else max(1, math.ceil(scenario.steps / 1000))
+
+
+def estimated_memory(scenario: Scenario, trace_shape: tuple[int, int] | None = None) -> dict:
+    """Bytes a run of ``scenario`` holds at its peak, by what holds them (an estimate).
+
+    ``step``: one step's arrays (tokens, logits, assignments, learning's gradient sums);
+    ``records``: every variant's recorded history and per-expert loads, kept until the end;
+    ``trace``: a replayed trace, held whole. Python and Numba themselves come on top (about
+    0.2 GB).
+    """
+    tokens, router = scenario.tokens, scenario.router
+    n_tokens, n_experts, top_k = tokens.tokens_per_step, router.experts, router.top_k
+    dim = trace_shape[1] if trace_shape else tokens.dim
+    n_chunks = -(-n_tokens // 256)
+    step = n_tokens * dim * 4 + n_tokens * n_experts * 4 + n_tokens * top_k * (8 + 4 + 1 + 8)
+    if scenario.learning.enabled:
+        step += n_chunks * n_experts * dim * 8 + 2 * n_tokens * n_experts * 8
+    records_per_variant = -(-scenario.steps // record_every_for(scenario))
+    per_record = n_experts * (8 + 8 + 4) + 8 * 32  # loads, demand, bias; history columns
+    records = records_per_variant * per_record * max(1, len(scenario.variants))
+    trace = trace_shape[0] * trace_shape[1] * 4 if trace_shape else 0
+    return {"step": step, "records": records, "trace": trace}
+
+
+def _physical_memory() -> int | None:
+    """This machine's memory in bytes, or None where the OS does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _check_trace_once(file: str, key: str | None) -> tuple[int, int]:
+    """``moesim.tokens.check_trace``, once per file version (variants re-validate the base)."""
+    stat = Path(file).stat() if Path(file).is_file() else None
+    signature = (stat.st_size, stat.st_mtime_ns) if stat else None
+    return _checked_trace(file, key, signature)
+
+
+@functools.lru_cache(maxsize=16)
+def _checked_trace(file: str, key: str | None, signature) -> tuple[int, int]:
+    from moesim.tokens import check_trace
+
+    return check_trace(file, key)
 
 
 def _in_file_order(problems: list[Problem]) -> list[Problem]:

@@ -254,7 +254,92 @@ def generate(stream: TokenStream, step: int, n_tokens: int) -> tuple[np.ndarray,
 
 
 class TraceError(ValueError):
-    """A trace file that cannot be replayed; the message says why and what was expected."""
+    """A trace file that cannot be replayed; the message says why and what was expected.
+
+    ``field`` names the ``tokens`` setting to change: ``file``, or ``file_key`` when the file
+    is fine but the array named (or not named) in it is the problem.
+    """
+
+    def __init__(self, message: str, field: str = "file"):
+        super().__init__(message)
+        self.field = field
+
+
+#: Rows checked for NaN/inf at a time when validating a memory-mapped trace.
+_CHECK_ROWS = 65536
+
+
+def _open_trace(path: Path, key: str | None, *, mmap: bool):
+    """The embeddings array and the labels array (or None) of a trace file, unchecked.
+
+    With ``mmap`` a ``.npy`` file is memory-mapped rather than read (members of a ``.npz`` are
+    always read).
+    """
+    if not path.is_file():
+        raise TraceError(f"trace file not found: {path}")
+    try:
+        loaded = np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
+    except Exception as error:  # numpy raises several types for a corrupt file
+        raise TraceError(f"{path}: not a readable .npy/.npz file ({error})") from None
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        return loaded, None
+    with loaded:
+        names = list(loaded.files)
+        label_name = next((n for n in ("clusters", "labels") if n in names), None)
+        candidates = [n for n in names if n != label_name]
+        if key is None:
+            if len(candidates) != 1:
+                raise TraceError(
+                    f"{path}: holds arrays {names}; set tokens.file_key to the embeddings",
+                    field="file_key",
+                )
+            key = candidates[0]
+        if key not in names:
+            raise TraceError(f"{path}: no array {key!r}; it holds {names}", field="file_key")
+        try:
+            return loaded[key], loaded[label_name] if label_name is not None else None
+        except Exception as error:
+            raise TraceError(f"{path}: array {key!r} is not readable ({error})") from None
+
+
+def _check_trace(path: Path, array: np.ndarray, labels: np.ndarray | None) -> None:
+    """Raise TraceError unless ``array`` is 2-D, non-empty, numeric and finite, with valid labels.
+
+    Finiteness is checked a block of rows at a time, so a memory-mapped trace is never held in
+    memory whole.
+    """
+    if array.ndim != 2 or array.shape[0] == 0 or array.shape[1] == 0:
+        raise TraceError(
+            f"{path}: embeddings have shape {array.shape}; expected 2-D (tokens, dim), non-empty"
+        )
+    if not np.issubdtype(array.dtype, np.floating) and not np.issubdtype(array.dtype, np.integer):
+        raise TraceError(f"{path}: embeddings have dtype {array.dtype}; expected floats")
+    for start in range(0, array.shape[0], _CHECK_ROWS):
+        # float32 is what the router sees: a float64 value beyond its range is inf there too.
+        block = np.asarray(array[start : start + _CHECK_ROWS], dtype=np.float32)
+        finite = np.isfinite(block)
+        if not finite.all():
+            row = start + int(np.argwhere(~finite)[0, 0])
+            raise TraceError(f"{path}: embeddings contain NaN or inf (first at row {row})")
+    if labels is not None:
+        if labels.shape != (array.shape[0],) or not np.issubdtype(labels.dtype, np.integer):
+            raise TraceError(
+                f"{path}: labels must be integers, one per row ({array.shape[0]}); "
+                f"got {labels.dtype} {labels.shape}"
+            )
+        if labels.min() < 0:
+            raise TraceError(f"{path}: labels must be non-negative")
+
+
+def check_trace(path, key: str | None = None) -> tuple[int, int]:
+    """Check a trace file as :func:`load_trace` would, without loading it; ``(rows, dim)``.
+
+    Used when a scenario is validated, so that a bad trace is reported before anything runs.
+    """
+    path = Path(path)
+    array, labels = _open_trace(path, key, mmap=True)
+    _check_trace(path, array, labels)
+    return int(array.shape[0]), int(array.shape[1])
 
 
 def load_trace(path, key: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
@@ -268,50 +353,16 @@ def load_trace(path, key: str | None = None) -> tuple[np.ndarray, np.ndarray | N
     -------
     embeddings : ndarray (N, d) float32, C-contiguous
     labels : ndarray (N,) int64 or None
+
+    Raises
+    ------
+    TraceError
+        If the file is missing, unreadable, or its arrays have the wrong shape, type or values.
     """
     path = Path(path)
-    if not path.is_file():
-        raise TraceError(f"trace file not found: {path}")
-    try:
-        loaded = np.load(path, allow_pickle=False)
-    except Exception as error:  # numpy raises several types for a corrupt file
-        raise TraceError(f"{path}: not a readable .npy/.npz file ({error})") from None
-    labels = None
-    if isinstance(loaded, np.lib.npyio.NpzFile):
-        with loaded:
-            names = list(loaded.files)
-            label_name = next((n for n in ("clusters", "labels") if n in names), None)
-            candidates = [n for n in names if n != label_name]
-            if key is None:
-                if len(candidates) != 1:
-                    raise TraceError(
-                        f"{path}: holds arrays {names}; set tokens.file_key to the embeddings"
-                    )
-                key = candidates[0]
-            if key not in names:
-                raise TraceError(f"{path}: no array {key!r}; it holds {names}")
-            array = loaded[key]
-            if label_name is not None:
-                labels = loaded[label_name]
-    else:
-        array = loaded
-    if array.ndim != 2 or array.shape[0] == 0 or array.shape[1] == 0:
-        raise TraceError(
-            f"{path}: embeddings have shape {array.shape}; expected 2-D (tokens, dim), non-empty"
-        )
-    if not np.issubdtype(array.dtype, np.floating) and not np.issubdtype(array.dtype, np.integer):
-        raise TraceError(f"{path}: embeddings have dtype {array.dtype}; expected floats")
+    array, labels = _open_trace(path, key, mmap=False)
+    _check_trace(path, array, labels)
     array = np.ascontiguousarray(array, dtype=np.float32)
-    if not np.isfinite(array).all():
-        row = int(np.argwhere(~np.isfinite(array))[0, 0])
-        raise TraceError(f"{path}: embeddings contain NaN or inf (first at row {row})")
     if labels is not None:
-        if labels.shape != (array.shape[0],) or not np.issubdtype(labels.dtype, np.integer):
-            raise TraceError(
-                f"{path}: labels must be integers, one per row ({array.shape[0]}); "
-                f"got {labels.dtype} {labels.shape}"
-            )
-        if labels.min() < 0:
-            raise TraceError(f"{path}: labels must be non-negative")
         labels = labels.astype(np.int64)
     return array, labels

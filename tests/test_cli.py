@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from typer.testing import CliRunner
@@ -123,6 +124,79 @@ def test_ctrl_c_keeps_finished_work_marked_partial(tmp_path):
     short, long = summary["variants"]
     assert short["partial"] is False and short["steps_done"] == 5
     assert long["partial"] is True and 0 < long["steps_done"] < 5_000_000
+
+
+def _console_script(*arguments: str, cwd: Path) -> subprocess.CompletedProcess:
+    """The installed ``moesim`` command itself (not the typer app in this process)."""
+    script = Path(sys.executable).with_name("moesim")
+    if not script.exists():
+        pytest.skip(f"no moesim console script beside {sys.executable} (package not installed)")
+    return subprocess.run(
+        [str(script), *arguments], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_console_script_exit_codes_and_files(tiny, tmp_path):
+    out = tmp_path / "out"
+    done = _console_script("run", str(tiny), "-o", str(out), "-q", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "nobias" in done.stdout
+    written = sorted(p.name for p in out.iterdir())
+    assert written == sorted(
+        ["history.csv", "loads.npz", "manifest.json", "scenario.resolved.yaml", "summary.json"]
+    )
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    refused = _console_script("run", str(tiny), "-o", str(out), "-q", cwd=tmp_path)
+    assert refused.returncode == 1 and "--force" in refused.stderr
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing overwritten
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("router:\n  topk: 3\n")
+    invalid = _console_script("run", str(bad), "-o", str(tmp_path / "never"), cwd=tmp_path)
+    assert invalid.returncode == 2
+    assert "bad.yaml:2:3: router.topk: unknown key; did you mean 'top_k'?" in invalid.stderr
+    assert "Traceback" not in invalid.stderr and not (tmp_path / "never").exists()
+
+
+def test_a_bad_trace_fails_validation_before_any_folder_is_made(tmp_path):
+    values = np.ones((16, 4), dtype=np.float32)
+    values[5, 1] = np.nan
+    np.save(tmp_path / "trace.npy", values)
+    scenario = dict(TINY, tokens={"source": "file", "file": "trace.npy", "tokens_per_step": 8,
+                                  "seq_len": 8})  # fmt: skip
+    path = tmp_path / "trace.yaml"
+    path.write_text(yaml.safe_dump(scenario))
+    for command in (["validate", str(path)], ["run", str(path), "-o", str(tmp_path / "out")]):
+        result = runner.invoke(app, command)
+        assert result.exit_code == 2, result.output
+        assert "tokens.file: " in result.output and "NaN or inf (first at row 5)" in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_unwritable_results_folder_is_an_error_not_a_traceback(tiny, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = runner.invoke(app, ["run", str(tiny), "-o", str(blocker / "out"), "-q"])
+    assert result.exit_code == 1
+    assert "cannot write the results folder" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_summary_table_shows_both_drop_rates_and_the_verdict_in_80_columns(tiny, tmp_path):
+    from rich.console import Console
+
+    from moesim.cli import summary_table
+
+    out = tmp_path / "out"
+    capped = ["--set", "capacity.factor=1.0"]
+    assert runner.invoke(app, ["run", str(tiny), "-o", str(out), "-q", *capped]).exit_code == 0
+    summaries = json.loads((out / "summary.json").read_text())["variants"]
+    console = Console(width=80, record=True)
+    console.print(summary_table("moesim: tiny", summaries))
+    text = console.export_text()
+    assert "assign." in text and "tokens" in text
+    for s in summaries:
+        assert f"{s['token_drop_rate']:.2%}" in text
+        assert s["verdict"] in text
 
 
 @pytest.mark.slow

@@ -106,3 +106,40 @@ def test_trace_npz_needs_a_key_when_ambiguous(tmp_path):
     assert ts.load_trace(path, "b")[0].shape == (2, 2)
     with pytest.raises(ts.TraceError, match="not found"):
         ts.load_trace(tmp_path / "missing.npy")
+
+
+def test_variants_see_the_same_tokens(monkeypatch):
+    """Common random numbers: every variant is routed on the very same token stream."""
+    from moesim import engine
+
+    seen: list[tuple[int, bytes, bytes]] = []
+    generate = engine.token_stream.generate
+
+    def recording_generate(stream, step, n_tokens):
+        tokens, clusters = generate(stream, step, n_tokens)
+        seen.append((step, tokens.tobytes(), clusters.tobytes()))
+        return tokens, clusters
+
+    monkeypatch.setattr(engine.token_stream, "generate", recording_generate)
+    # With a random-walk drift the stream has state, which each variant must replay from step 0.
+    drifting = {"tokens": {**BASE["tokens"], "drift": {"kind": "walk", "sigma": 0.5}}}
+    scenario = moesim.load_scenario(
+        {
+            **drifting,
+            "steps": 5,
+            "router": {"experts": 8, "top_k": 2},
+            "variants": [
+                {"name": "sigmoid-bias"},
+                {
+                    "name": "softmax-none",
+                    "router": {"score": "softmax"},
+                    "balance": {"bias": {"enabled": False}},
+                },
+                {"name": "learning", "learning": {"enabled": True}},
+            ],
+        }  # fmt: skip
+    )
+    moesim.simulate(scenario, progress=False)
+    per_variant = [seen[i : i + 5] for i in range(0, len(seen), 5)]
+    assert len(per_variant) == 3 and [s for s, _, _ in per_variant[0]] == list(range(5))
+    assert per_variant[0] == per_variant[1] == per_variant[2]
