@@ -777,6 +777,9 @@ def render(results: dict, console) -> None:
             t.add_column(column, justify="left" if i == 0 else "right")
         return t
 
+    if not console.is_terminal:
+        # Written to a log or a pipe (80 columns by default): room for whole headers and numbers.
+        console.width = max(console.width, 132)
     meta = results["meta"]
     console.print(
         f"[bold]{meta['cpu']}[/], {meta['cores']} cores; numpy {meta['numpy']}, numba "
