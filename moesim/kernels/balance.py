@@ -7,12 +7,10 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from moesim._jit import njit
-from moesim.kernels.routing import check_finite
+from moesim.kernels.checks import cast_finite, check_bool, check_choice, check_finite, check_real
 
 RULE_SIGN = 0
 RULE_PROPORTIONAL = 1
@@ -56,10 +54,11 @@ def update_bias(bias, counts, rate: float, rule: str = "sign", center: bool = Fa
     counts : ndarray, shape (E,), integer
         Assignments per expert over the update window (exact, non-negative integers).
     rate : float
-        Update rate u (bias units per update), finite and >= 0.
+        Update rate u (bias units per update), a finite real number >= 0 (not a bool or str).
     rule : {"sign", "proportional"}
     center : bool
-        Subtract the mean of the update so that ``sum(b)`` stays constant.
+        Subtract the mean of the update so that ``sum(b)`` stays constant. A bool (Python or
+        NumPy): ``0`` or ``"false"`` are refused, not coerced (``bool("false")`` is True).
 
     Returns
     -------
@@ -78,11 +77,7 @@ def update_bias(bias, counts, rate: float, rule: str = "sign", center: bool = Fa
     if not np.issubdtype(bias.dtype, np.floating):
         raise ValueError(f"bias has dtype {bias.dtype}; it must be a floating-point vector")
     check_finite("bias", bias)
-    with np.errstate(over="ignore"):  # reported below, naming the expert
-        bias32 = np.ascontiguousarray(bias, dtype=np.float32)
-    if not np.isfinite(bias32).all():
-        e = int(np.argmax(~np.isfinite(bias32)))
-        raise ValueError(f"bias[{e}] is {bias[e]}; it must fit in float32, the bias's dtype")
+    bias32 = cast_finite("bias", bias, np.float32, "the bias's dtype")
     if counts.shape != bias.shape:
         raise ValueError(f"counts has shape {counts.shape}; it must match bias {bias.shape}")
     if not np.issubdtype(counts.dtype, np.integer):
@@ -93,18 +88,16 @@ def update_bias(bias, counts, rate: float, rule: str = "sign", center: bool = Fa
     if counts.size and counts.min() < 0:
         e = int(np.argmax(counts < 0))
         raise ValueError(f"counts[{e}] is {counts[e]}; counts must be non-negative")
-    if rule not in RULE_CODES:
-        raise ValueError(f"rule is {rule!r}; it must be one of {sorted(RULE_CODES)}")
-    rate = float(rate)
-    if not (math.isfinite(rate) and rate >= 0):
-        raise ValueError(f"rate is {rate}; it must be a finite number >= 0")
+    rule = check_choice("rule", rule, RULE_CODES)
+    rate = check_real("rate", rate, minimum=0)
+    center = check_bool("center", center)
     out = np.empty(bias.shape, dtype=np.float32)
     _bias_update(
         bias32,
         np.ascontiguousarray(counts, dtype=np.int64),
         rate,
         RULE_CODES[rule],
-        bool(center),
+        center,
         out,
     )
     return out

@@ -12,7 +12,7 @@ import numpy as np
 from numba import prange
 
 from moesim._jit import CHUNK_TOKENS, n_chunks_for, njit, njit_parallel
-from moesim.kernels.routing import check_finite, check_integer
+from moesim.kernels.checks import check_choice, check_finite, check_integer, check_real
 
 POLICY_PROBS = 0
 POLICY_POSITION = 1
@@ -23,9 +23,10 @@ def expert_capacity(n_tokens: int, top_k: int, n_experts: int, capacity_factor: 
     """Assignments one expert may keep per step: ``ceil((T*K/E) * capacity_factor)``.
 
     Megatron-Core's ``get_capacity`` with ``num_tokens = T*K``; computed in the same order so
-    the rounding agrees.
+    the rounding agrees, in float64 (a NumPy float32 ``capacity_factor`` is widened first, so
+    :func:`apply_capacity` and ``routing_step`` agree whichever form they are given).
     """
-    return math.ceil((n_tokens * top_k / n_experts) * capacity_factor)
+    return math.ceil((n_tokens * top_k / n_experts) * float(capacity_factor))
 
 
 @njit_parallel
@@ -139,11 +140,19 @@ def check_assignments(indices, weights, n_experts: int) -> tuple[np.ndarray, np.
     return np.ascontiguousarray(indices, dtype=np.int64), np.ascontiguousarray(weights)
 
 
-def check_capacity_args(capacity_factor, policy: str) -> None:
-    if policy not in POLICY_CODES:
-        raise ValueError(f"policy is {policy!r}; it must be one of {sorted(POLICY_CODES)}")
-    if capacity_factor is not None and not (math.isfinite(capacity_factor) and capacity_factor > 0):
-        raise ValueError(f"capacity_factor is {capacity_factor}; it must be positive or None")
+def check_capacity_args(capacity_factor, policy: str) -> float | None:
+    """Check the capacity options; returns ``capacity_factor`` as a float (or None).
+
+    Raises
+    ------
+    ValueError
+        Unless ``policy`` is one of :data:`POLICY_CODES` and ``capacity_factor`` is None or a
+        positive finite real number (not a bool or str).
+    """
+    check_choice("policy", policy, POLICY_CODES)
+    if capacity_factor is None:
+        return None
+    return check_real("capacity_factor", capacity_factor, positive=True)
 
 
 def apply_capacity(indices, weights, n_experts: int, capacity_factor, policy: str = "probs"):
@@ -159,7 +168,8 @@ def apply_capacity(indices, weights, n_experts: int, capacity_factor, policy: st
     n_experts : int
         E, a positive integer.
     capacity_factor : float or None
-        Capacity as a multiple of the fair share ``T*K/E``; ``None`` drops nothing.
+        Capacity as a multiple of the fair share ``T*K/E``, a positive finite real number (not
+        a bool or str); ``None`` drops nothing.
     policy : {"probs", "position"}
         Keep the highest weights or the earliest tokens.
 
@@ -177,7 +187,7 @@ def apply_capacity(indices, weights, n_experts: int, capacity_factor, policy: st
     if n_experts < 1:
         raise ValueError(f"n_experts is {n_experts}; it must be at least 1")
     indices, weights = check_assignments(indices, weights, n_experts)
-    check_capacity_args(capacity_factor, policy)
+    capacity_factor = check_capacity_args(capacity_factor, policy)
     n_tokens, top_k = indices.shape
     keep = np.zeros((n_tokens, top_k), dtype=np.bool_)
     if capacity_factor is None or n_tokens == 0:

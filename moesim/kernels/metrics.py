@@ -7,6 +7,7 @@ import math
 import numpy as np
 
 from moesim._jit import njit
+from moesim.kernels.checks import check_real
 
 #: Names of the statistics, in the column order of ``_load_stats_rows``.
 LOAD_STAT_NAMES = ("max_vio", "cv", "entropy", "gini", "starved", "top10_share")
@@ -72,7 +73,8 @@ def load_stats(counts, starved_fraction: float = 0.1) -> dict:
     counts : ndarray, shape (E,) or (S, E), non-negative
         Loads (assignments) per expert, for one step or for S steps.
     starved_fraction : float
-        An expert is starved when its load is below this fraction of the mean load.
+        An expert is starved when its load is below this fraction of the mean load; a finite
+        real number in [0, 1] (not a bool or str).
 
     Returns
     -------
@@ -81,6 +83,11 @@ def load_stats(counts, starved_fraction: float = 0.1) -> dict:
         ``H / log E`` is 0/0: one expert is perfectly balanced), ``gini``, ``starved`` (count),
         ``top10_share``: floats for 1-D input, arrays of shape (S,) for 2-D input. NaN where the
         total load is zero.
+
+    Raises
+    ------
+    ValueError
+        Naming the argument and the constraint it breaks.
     """
     counts = np.asarray(counts)
     if counts.ndim not in (1, 2) or counts.shape[-1] == 0:
@@ -89,9 +96,10 @@ def load_stats(counts, starved_fraction: float = 0.1) -> dict:
         raise ValueError(f"counts has dtype {counts.dtype}; it must be numeric")
     if counts.size and (not np.isfinite(counts).all() or counts.min() < 0):
         raise ValueError("counts must be finite and non-negative")
+    starved_fraction = check_real("starved_fraction", starved_fraction, minimum=0, maximum=1)
     rows = np.ascontiguousarray(np.atleast_2d(counts), dtype=np.float64)
     out = np.empty((rows.shape[0], len(LOAD_STAT_NAMES)), dtype=np.float64)
-    _load_stats_rows(rows, float(starved_fraction), out)
+    _load_stats_rows(rows, starved_fraction, out)
     if counts.ndim == 1:
         return {name: float(out[0, j]) for j, name in enumerate(LOAD_STAT_NAMES)}
     return {name: out[:, j].copy() for j, name in enumerate(LOAD_STAT_NAMES)}

@@ -454,27 +454,16 @@ def _route_chunks(logits, bias, has_bias, spec, indices, weights, chunk_counts):
 # Validation and the public function
 
 
-def check_integer(name: str, value) -> int:
-    """``value`` as an ``int``; ValueError naming ``name`` unless it is a Python or NumPy integer.
-
-    Floats are refused even when integral (``int(2.7)`` would silently truncate to 2), and so are
-    bools (``True`` is not a count of 1).
-    """
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(
-            f"{name} is {value!r} of type {type(value).__name__}; "
-            "it must be an integer (int or NumPy integer, not bool or float)"
-        )
-    return int(value)
-
-
-def check_finite(name: str, array: np.ndarray) -> None:
-    """ValueError naming ``name`` and the first non-finite entry of a numeric ``array``."""
-    finite = np.isfinite(array)
-    if not finite.all():
-        where = tuple(int(i) for i in np.argwhere(~finite)[0])
-        position = ", ".join(str(i) for i in where)
-        raise ValueError(f"{name} must be finite; {name}[{position}] is {array[where]}")
+# The argument checks are shared with the other kernels (moesim.kernels.checks). Imported here,
+# in the validation section, rather than at the top; check_integer and check_finite stay
+# importable from this module, where they used to be defined.
+from moesim.kernels.checks import (  # noqa: E402
+    cast_finite,
+    check_choice,
+    check_finite,
+    check_integer,
+    check_real,
+)
 
 
 def _check_logits(logits) -> np.ndarray:
@@ -500,7 +489,8 @@ def _check_bias(bias, n_experts: int, dtype) -> tuple[np.ndarray, bool]:
     if not np.issubdtype(bias.dtype, np.floating):
         raise ValueError(f"bias has dtype {bias.dtype}; it must be a floating-point vector")
     check_finite("bias", bias)
-    return np.ascontiguousarray(bias, dtype=dtype), True
+    # A finite float64 bias can still overflow the float32 logits' dtype (1e39 -> inf).
+    return cast_finite("bias", bias, dtype, "the logits' dtype"), True
 
 
 def resolve_router_spec(
@@ -522,8 +512,7 @@ def resolve_router_spec(
     ValueError
         Naming the argument and the constraint it breaks.
     """
-    if score not in SCORE_CODES:
-        raise ValueError(f"score is {score!r}; it must be one of {sorted(SCORE_CODES)}")
+    score = check_choice("score", score, SCORE_CODES)
     top_k = check_integer("top_k", top_k)
     n_groups = check_integer("n_groups", n_groups)
     topk_groups = check_integer("topk_groups", topk_groups)
@@ -557,9 +546,7 @@ def resolve_router_spec(
         normalize = score == "sigmoid"
     elif not isinstance(normalize, (bool, np.bool_)):
         raise ValueError(f"normalize is {normalize!r}; it must be True, False or None")
-    route_scale = float(route_scale)
-    if not (math.isfinite(route_scale) and route_scale > 0):
-        raise ValueError(f"route_scale is {route_scale}; it must be a positive finite number")
+    route_scale = check_real("route_scale", route_scale, positive=True)
     return RouterSpec(
         top_k,
         SCORE_CODES[score],
