@@ -944,9 +944,12 @@ def write_sweep_figures(output_dir: Path, metric: str) -> list[Path]:
 
 
 def aggregate_table(result: SweepResult, max_rows: int = 40):
-    """Rich table of the aggregate: parameters, n, the chosen metric (mean ± CI), key metrics.
+    """Rich table of the aggregate: parameters, n, the chosen metric, key metrics.
 
-    The best row is bold green. Long sweeps show the ``max_rows`` best rows.
+    The chosen metric shows its mean ± 95% interval (Student's t) and its std over the seeds;
+    the key metrics their means. Headers break after ``_`` and ``.`` (:func:`_header`), so the
+    table fits 80 columns and names are never cut. The best row is bold green; long sweeps
+    show the ``max_rows`` best rows.
     """
     from rich import box
     from rich.table import Table
@@ -962,20 +965,37 @@ def aggregate_table(result: SweepResult, max_rows: int = 40):
             key=lambda r: sign * r[column] if math.isfinite(r.get(column, math.nan)) else math.inf,
         )[:max_rows]
     direction = "lowest" if result.minimize else "highest"
-    title = f"sweep: {metric} ({direction} is best), mean ± 95% CI over seeds"
+    title = f"sweep: {metric}, {direction} is best"
     if len(shown_rows) < len(rows):
-        title += f"; the {len(shown_rows)} best of {len(rows)}"
-    table = Table(title=title, title_style="bold", header_style="bold", box=box.SIMPLE_HEAD)
-    show_variant = len({r["variant"] for r in rows}) > 1
-    for key in result.parameters:
-        table.add_column(key, justify="right", no_wrap=True)
-    if show_variant:
-        table.add_column("variant", no_wrap=True)
-    table.add_column("n", justify="right")
-    table.add_column(metric, justify="right", no_wrap=True)
+        title += f" (the {len(shown_rows)} best of {len(rows)} rows)"
     extra = [m for m in KEY_METRICS if m != metric and any(f"{m}_mean" in r for r in rows)]
+    caption = "mean ± 95% interval (Student's t), sd over the n seeds"
+    if extra:
+        caption += "; others: means"
+    table = Table(
+        title=title,
+        caption=caption,
+        title_style="bold",
+        header_style="bold",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    show_variant = len({r["variant"] for r in rows}) > 1
+
+    def add_column(name: str, **options) -> None:
+        # Fold rather than cut with "…" when even the short headers do not fit.
+        table.add_column(_header(name), overflow="fold", **options)
+
+    for key in result.parameters:
+        add_column(key, justify="right")
+    if show_variant:
+        add_column("variant")
+    add_column("n", justify="right")
+    add_column(f"{metric} mean ± ci", justify="right")
+    add_column("sd", justify="right")
     for m in extra:
-        table.add_column(m, justify="right")
+        add_column(m, justify="right")
     for row in shown_rows:
         cells = [_short(row[key]) for key in result.parameters]
         if show_variant:
@@ -983,10 +1003,26 @@ def aggregate_table(result: SweepResult, max_rows: int = 40):
         cells.append(str(row["n"]))
         mean, ci = row.get(f"{metric}_mean", math.nan), row.get(f"{metric}_ci95", math.nan)
         cells.append("-" if not math.isfinite(mean) else f"{_short(mean)} ± {_short(ci)}")
+        cells.append(_short(row.get(f"{metric}_std")))
         cells.extend(_short(row.get(f"{m}_mean")) for m in extra)
         style = "bold green" if row is result.best else None
         table.add_row(*cells, style=style)
     return table
+
+
+def _header(name: str, width: int = 10) -> str:
+    """``name`` on lines of about ``width`` characters, broken after ``_``, ``.`` or a space.
+
+    ``final_max_vio_batch`` -> ``final_max_`` / ``vio_batch``: narrow columns that still show the
+    whole name (the one ``--metric`` takes). A part longer than ``width`` keeps its own line.
+    """
+    parts = re.findall(r"[^_. ]+[_. ]?|[_. ]", name)
+    lines = [""]
+    for part in parts:
+        if lines[-1] and len(lines[-1]) + len(part.rstrip()) > width:
+            lines.append("")
+        lines[-1] += part
+    return "\n".join(line.rstrip(" ") for line in lines)
 
 
 def _short(value) -> str:

@@ -17,7 +17,9 @@ from moesim.scenario import load_scenario
 from moesim.sweep import (
     SweepError,
     SweepExistsError,
+    SweepResult,
     aggregate_rows,
+    aggregate_table,
     best_row,
     expand_grid,
     parse_grid_option,
@@ -281,6 +283,45 @@ def test_local_pool_and_dask_cluster_give_identical_results(tmp_path):
         }
 
 
+@pytest.mark.parametrize("width", [80, 160])
+def test_aggregate_table_shows_std_and_whole_headers(width):
+    from rich.console import Console
+
+    grid = {"router.score": ["sigmoid", "softmax"], "balance.bias.rate": [1e-4, 4.64e-3]}
+    points = sweep_points(tiny(), expand_grid(grid), seeds=3)
+    records = [
+        {
+            **{k: getattr(p, k) for k in ("id", "params", "seed", "variant")},
+            "status": "ok",
+            "summary": {
+                "max_vio_global": 0.5 + i / 7,
+                "final_max_vio_batch": 1.0 + i / 3,
+                "starved": i % 3,
+                "quality": 0.0072 + i / 1000,
+            },
+        }
+        for i, p in enumerate(points)
+    ]
+    aggregate = aggregate_rows(points, records)
+    best = best_row(aggregate, "max_vio_global")
+    result = SweepResult(
+        Path("."), records, aggregate, list(grid), "max_vio_global", True, best, False, 0, 0
+    )
+    console = Console(width=width, record=True, no_color=True)
+    console.print(aggregate_table(result))
+    text = console.export_text()
+    assert "…" not in text and max(len(line) for line in text.splitlines()) <= width
+    header = " ".join(text.splitlines()[2:6])
+    for name in ("router.", "score", "balance.", "bias.rate", "max_vio_", "global", "mean ± ci"):
+        assert name in header
+    assert "sd" in header.split() and "final_max_" in header and "vio_batch" in header
+    first = aggregate[0]
+    line = next(line for line in text.splitlines() if line.lstrip().startswith("sigmoid"))
+    assert f"{first['max_vio_global_mean']:.3f} ± {first['max_vio_global_ci95']:.3f}" in line
+    assert f"{first['max_vio_global_std']:.3f}" in line
+    assert "Student's t" in text
+
+
 # ------------------------------------------------------------------------- command line
 
 
@@ -318,6 +359,7 @@ def test_cli_sweep_runs_resumes_and_refuses(cli, tmp_path):
         assert (out / name).is_file()
     assert (out / "figures" / "sweep_max_vio_global.png").is_file()
 
+    assert " sd " in result.output
     again = cli("--grid", "router.score=sigmoid,softmax", "-q", "--metric", "quality_ratio")
     assert again.exit_code == 0, again.output
     assert "8 point(s) already done, skipped" in again.output
