@@ -57,8 +57,13 @@ def sweep_command(
         typer.Option(help="Metric that picks the best point (default: sweep.metric)."),
     ] = None,
     maximize: Annotated[
-        bool, typer.Option("--maximize", help="Best is the largest metric (e.g. quality).")
-    ] = False,
+        bool | None,
+        typer.Option(
+            "--maximize/--minimize",
+            help="Best is the largest metric (e.g. quality) or the smallest "
+            "(default: sweep.minimize).",
+        ),
+    ] = None,
     set_: Annotated[
         list[str] | None,
         typer.Option(
@@ -84,8 +89,8 @@ def sweep_command(
     from moesim.sweep import (
         SweepExistsError,
         aggregate_table,
+        check_metric,
         expand_grid,
-        numeric_metrics,
         parse_grid_option,
         run_sweep,
         sweep_points,
@@ -116,10 +121,11 @@ def sweep_command(
         n_seeds = seeds if seeds is not None else spec.seeds
         combos = expand_grid(merged, zip_groups)
         points = sweep_points(base, combos, n_seeds)
+        chosen_metric = metric if metric is not None else spec.metric
+        check_metric(chosen_metric, *_metric_source(metric, scenario, set_))
     except ScenarioError as error:
         raise _fail(str(error)) from None
-    chosen_metric = metric or spec.metric
-    minimize = False if maximize else spec.minimize
+    minimize = spec.minimize if maximize is None else not maximize
     target = output if output is not None else Path("results") / f"{base.name}-sweep"
 
     if not quiet:
@@ -155,14 +161,7 @@ def sweep_command(
     except (RuntimeError, OSError) as error:  # e.g. no scheduler at --address
         raise _fail(f"{type(error).__name__}: {error}") from None
 
-    available = numeric_metrics(result.records)
-    if available and chosen_metric not in available:
-        raise _fail(
-            f"unknown metric {chosen_metric!r}; choose from {', '.join(available)} "
-            f"(results are in {result.output_dir}; rerun with --metric: finished points are not "
-            "run again)"
-        )
-    if available:
+    if any(record["status"] == "ok" for record in result.records):
         console.print(aggregate_table(result))
     if result.skipped:
         console.print(f"[dim]{result.skipped} point(s) already done, skipped[/]", highlight=False)
@@ -184,6 +183,16 @@ def sweep_command(
         raise typer.Exit(EXIT_INTERRUPTED)
     if result.failed:
         raise typer.Exit(EXIT_FAILED_POINTS)
+
+
+def _metric_source(metric: str | None, scenario: Path, overrides: list[str] | None):
+    """Where the metric was given, for an error: --metric, --set sweep.metric=..., or the file."""
+    if metric is not None:
+        return "--metric", ""
+    for text in reversed(overrides or []):
+        if text.partition("=")[0].strip() == "sweep.metric":
+            return f"--set {text}", ""
+    return str(scenario), "sweep.metric"
 
 
 def register(app: typer.Typer) -> None:

@@ -41,13 +41,47 @@ from moesim.statistics import mean_interval
 BOOKKEEPING_COLUMNS = ("seed", "variant", "status", "point")
 #: Summary keys that are not metrics (they are columns already, or text).
 NOT_METRICS = {"variant", "partial"}
+#: Text keys of a run's summary: columns of sweep.csv, but nothing to rank points by.
+TEXT_SUMMARY_KEYS = ("verdict", "verdict_reason")
+#: The numeric keys of a run's summary, in its order: the metrics a sweep can rank points by.
+#: ``engine.summarize`` builds the summary as a dict literal, so the names are listed here, once,
+#: to check ``--metric`` before anything runs; a test compares them with a real summary.
+SUMMARY_METRICS = (
+    "steps",
+    "steps_done",
+    "max_vio_global",
+    "mean_max_vio_batch",
+    "final_max_vio_batch",
+    "max_vio_noise_floor",
+    "cv",
+    "entropy",
+    "gini",
+    "starved",
+    "top10_share",
+    "drop_rate",
+    "token_drop_rate",
+    "fully_dropped_rate",
+    "final_drop_rate",
+    "capacity",
+    "steps_to_balance",
+    "balance_threshold",
+    "balance_window",
+    "bias_oscillation",
+    "fidelity",
+    "specialization",
+    "quality",
+    "quality_ratio",
+    "final_window_steps",
+    "seconds",
+    "steps_per_second",
+)
 #: Metrics shown in the aggregate table next to the chosen one.
 KEY_METRICS = ("max_vio_global", "final_max_vio_batch", "starved", "quality")
 SWEEP_FILES = ("sweep.csv", "sweep_aggregate.csv", "sweep_summary.json")
 
 
 class SweepError(ScenarioError):
-    """A sweep grid that cannot be expanded; one line per problem, naming the parameter."""
+    """A sweep that cannot run as given (grid, seeds, metric); one line per problem."""
 
 
 class SweepExistsError(FileExistsError):
@@ -193,6 +227,36 @@ def expand_grid(grid: dict, zip_groups=()) -> list[dict]:
 
 def _known(grid: dict) -> str:
     return "grid keys: " + (", ".join(grid) if grid else "none")
+
+
+def check_metric(metric: str, source: str = "--metric", path: str = "") -> None:
+    """Raise unless ``metric`` is a numeric summary metric (:data:`SUMMARY_METRICS`).
+
+    Parameters
+    ----------
+    metric : str
+        The metric that picks the best point.
+    source, path : str
+        Where it was given, for the message: ``--metric``, or a scenario file and
+        ``sweep.metric``.
+
+    Raises
+    ------
+    SweepError
+        Naming the metric, the metrics there are and the closest one, before anything runs.
+    """
+    from moesim.scenario import _suggest
+
+    if metric in SUMMARY_METRICS:
+        return
+    if metric in NOT_METRICS or metric in TEXT_SUMMARY_KEYS:
+        message = f"{metric!r} is not a number, so it cannot pick the best point"
+    else:
+        message = f"unknown metric {metric!r}"
+    message += f" (metrics: {', '.join(SUMMARY_METRICS)})"
+    raise SweepError(
+        [Problem(source, None, None, path, message, _suggest(metric, SUMMARY_METRICS))]
+    )
 
 
 def parse_grid_option(text: str) -> tuple[str, list | str]:
@@ -511,11 +575,19 @@ def run_sweep(
     Returns
     -------
     SweepResult
+
+    Raises
+    ------
+    SweepError
+        An unknown ``metric``, before anything runs or is written.
+    SweepExistsError
+        ``output_dir`` holds another sweep or a run (and not ``force``).
     """
     from moesim.scenario import dump_yaml
 
     if executor not in ("local", "dask"):
         raise ValueError(f"executor must be 'local' or 'dask', got {executor!r}")
+    check_metric(metric, "metric")
     output_dir = Path(output_dir)
     identity = sweep_hash(scenario, points)
     prepare_sweep_dir(output_dir, identity, force=force)
@@ -701,16 +773,6 @@ def metric_names(records: list[dict]) -> list[str]:
             if key not in NOT_METRICS:
                 names[key] = None
     return list(names)
-
-
-def numeric_metrics(records: list[dict]) -> list[str]:
-    """Metrics with a number (or nothing) in every finished point: those a sweep can rank."""
-    ok = [r["summary"] for r in records if r["status"] == "ok"]
-    return [
-        name
-        for name in metric_names(records)
-        if ok and not any(isinstance(s.get(name), str) for s in ok)
-    ]
 
 
 def _sort_value(value):

@@ -15,12 +15,16 @@ from typer.testing import CliRunner
 from moesim.errors import ScenarioError
 from moesim.scenario import load_scenario
 from moesim.sweep import (
+    NOT_METRICS,
+    SUMMARY_METRICS,
+    TEXT_SUMMARY_KEYS,
     SweepError,
     SweepExistsError,
     SweepResult,
     aggregate_rows,
     aggregate_table,
     best_row,
+    check_metric,
     expand_grid,
     parse_grid_option,
     parse_values,
@@ -144,6 +148,26 @@ def test_every_point_is_validated_before_anything_runs(tmp_path):
     assert "router.score: expected one of" in text
     with pytest.raises(ScenarioError, match=r"router.top_k=16, seed=0 \(and 1 more.*must be <="):
         sweep_points(base, expand_grid({"router.top_k": [2, 16]}), 2)
+
+
+def test_summary_metrics_are_the_numeric_keys_of_a_real_summary():
+    from moesim.engine import simulate
+
+    summary = next(iter(simulate(tiny(steps=3)).summary.values()))
+    numeric = [k for k, v in summary.items() if k not in NOT_METRICS and not isinstance(v, str)]
+    assert list(SUMMARY_METRICS) == numeric
+    assert set(summary) == set(SUMMARY_METRICS) | set(TEXT_SUMMARY_KEYS) | NOT_METRICS
+
+
+def test_check_metric_names_the_metric_and_suggests_one():
+    check_metric("quality")
+    with pytest.raises(SweepError) as caught:
+        check_metric("max_vio_globl")
+    text = str(caught.value)
+    assert text.startswith("--metric: unknown metric 'max_vio_globl' (metrics: steps, ")
+    assert text.endswith("did you mean 'max_vio_global'?")
+    with pytest.raises(SweepError, match=r"s.yaml: sweep.metric: 'verdict' is not a number"):
+        check_metric("verdict", "s.yaml", "sweep.metric")
 
 
 def test_run_point_reports_a_failure_instead_of_raising():
@@ -283,6 +307,13 @@ def test_local_pool_and_dask_cluster_give_identical_results(tmp_path):
         }
 
 
+def test_an_unknown_metric_is_refused_before_anything_is_written(tmp_path):
+    base = tiny()
+    with pytest.raises(SweepError, match=r"metric: unknown metric 'qualty'.*'quality'\?"):
+        _sweep(base, {"router.top_k": [1]}, tmp_path / "s", metric="qualty")
+    assert not (tmp_path / "s").exists()
+
+
 @pytest.mark.parametrize("width", [80, 160])
 def test_aggregate_table_shows_std_and_whole_headers(width):
     from rich.console import Console
@@ -325,13 +356,18 @@ def test_aggregate_table_shows_std_and_whole_headers(width):
 # ------------------------------------------------------------------------- command line
 
 
-@pytest.fixture
-def cli(tmp_path, monkeypatch):
+def _app() -> typer.Typer:
     from moesim.cli_sweep import register
 
     app = typer.Typer()
     register(app)
     app.command("noop")(lambda: None)  # a second command, so "sweep" is a subcommand
+    return app
+
+
+@pytest.fixture
+def cli(tmp_path, monkeypatch):
+    app = _app()
     monkeypatch.chdir(tmp_path)
     (tmp_path / "tiny.yaml").write_text(
         json.dumps({**TINY, "sweep": {"grid": {"balance.bias.rate": [1e-3, 1e-2]}, "seeds": 2}})
@@ -360,9 +396,13 @@ def test_cli_sweep_runs_resumes_and_refuses(cli, tmp_path):
     assert (out / "figures" / "sweep_max_vio_global.png").is_file()
 
     assert " sd " in result.output
-    again = cli("--grid", "router.score=sigmoid,softmax", "-q", "--metric", "quality_ratio")
+    again = cli(
+        "--grid", "router.score=sigmoid,softmax", "-q", "--metric", "quality_ratio", "--maximize"
+    )  # fmt: skip
     assert again.exit_code == 0, again.output
     assert "8 point(s) already done, skipped" in again.output
+    summary = json.loads((out / "sweep_summary.json").read_text())
+    assert (summary["metric"], summary["minimize"]) == ("quality_ratio", False)
 
     other = cli("--grid", "router.score=sigmoid", "-q")
     assert other.exit_code == 1 and "different sweep" in other.output
@@ -381,6 +421,26 @@ def test_cli_bad_input_exits_2_before_running(cli, tmp_path):
     )
     assert cli("--executor", "ray", "-q").exit_code == 2
     assert not (tmp_path / "out").exists()
+
+
+def test_cli_bad_metric_exits_2_before_running(cli, tmp_path):
+    typo = cli("--metric", "max_vio_globl", "-q", "-o", "out")
+    assert typo.exit_code == 2 and "Traceback" not in typo.output
+    assert "--metric: unknown metric 'max_vio_globl'" in typo.output
+    assert "did you mean 'max_vio_global'?" in typo.output
+    text = cli("--metric", "verdict", "-q", "-o", "out")
+    assert text.exit_code == 2 and "'verdict' is not a number" in text.output
+    in_file = cli("--set", "sweep.metric=qualty", "-q", "-o", "out")
+    assert in_file.exit_code == 2
+    assert "--set sweep.metric=qualty: unknown metric 'qualty'" in in_file.output
+    assert "did you mean 'quality'?" in in_file.output
+    (tmp_path / "typo.yaml").write_text(
+        (tmp_path / "tiny.yaml").read_text().replace('"seeds": 2', '"seeds": 2, "metric": "cvv"')
+    )
+    from_file = CliRunner().invoke(_app(), ["sweep", "typo.yaml", "-q"])
+    assert from_file.exit_code == 2
+    assert "typo.yaml: sweep.metric: unknown metric 'cvv'" in from_file.output
+    assert not (tmp_path / "out").exists() and not (tmp_path / "results").exists()
 
 
 def test_should_stop_lets_running_points_finish_and_marks_partial(tmp_path):
