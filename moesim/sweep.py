@@ -16,6 +16,7 @@ rerun skips what is done and Ctrl-C loses nothing finished.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import csv
 import hashlib
@@ -113,12 +114,13 @@ def parse_values(key: str, spec) -> list:
     Raises
     ------
     SweepError
-        Naming ``key`` when the list is empty or the range cannot be read.
+        Naming ``key`` when the list is empty, a value appears twice (the point would run
+        twice) or the range cannot be read.
     """
     if isinstance(spec, (list, tuple)):
         if not spec:
             raise SweepError([_grid_problem(key, "no values (an empty list)")])
-        return list(spec)
+        return _distinct(key, list(spec))
     if not isinstance(spec, str):
         return [spec]
     match = _FUNCTION.match(spec)
@@ -160,6 +162,16 @@ def parse_values(key: str, spec) -> list:
             values = [_clean(start + i * step) for i in range(count)]
     if not values:
         raise SweepError([_grid_problem(key, f"{spec} gives no values")])
+    return _distinct(key, values, spec)
+
+
+def _distinct(key: str, values: list, spec=None) -> list:
+    """``values``, unless one appears twice: its points would run twice and count double."""
+    for i, value in enumerate(values):
+        # Equality, not hashing: values may be lists, and 1 == 1.0 is the same scenario.
+        if any(value == earlier for earlier in values[:i]):
+            origin = f"{spec} gives" if spec is not None else "the list has"
+            raise SweepError([_grid_problem(key, f"{origin} the value {value!r} twice")])
     return values
 
 
@@ -371,6 +383,11 @@ def sweep_points(scenario, grid: list[dict], seeds: int = 1) -> list[Point]:
 
     if seeds < 1:
         raise SweepError([Problem("--seeds", None, None, "", f"must be >= 1 (got {seeds})")])
+    if grid and "seed" in grid[0]:
+        # Each point's seed is the base seed + i; a swept seed would be overwritten unseen.
+        raise SweepError(
+            [_grid_problem("seed", "is set by the seeds (seed, seed+1, ...): use --seeds N")]
+        )
     has_variants = bool(scenario.variants)
     points: list[Point] = []
     problems: dict[tuple, list] = {}
@@ -438,6 +455,7 @@ def run_point(payload: dict) -> dict:
 
         if numba.get_num_threads() > 1:
             numba.set_num_threads(1)  # Dask threads: results never depend on it, speed does
+        record["numba_threads"] = numba.get_num_threads()
         scenario = Scenario.model_validate(payload["scenario"])
         outcome = simulate_variant(scenario, payload["variant"])
         record.update(status="ok", summary=to_jsonable(outcome.summary), error=None)
@@ -560,9 +578,11 @@ def run_sweep(
     grid, zip_groups, seeds :
         The sweep as given, recorded in ``sweep_summary.json``.
     metric, minimize :
-        Summary metric that picks the best parameter combination (mean over seeds).
+        Summary metric that picks the best parameter combination (mean over seeds); one of
+        :data:`SUMMARY_METRICS`, checked before anything runs.
     jobs : int, optional
-        Worker processes of the local pool (default: CPU count); ignored by Dask.
+        Worker processes of the local pool, or of the local Dask cluster started when there is
+        no ``address`` (default: CPU count).
     executor : {"local", "dask"}
         ``local``: a ``ProcessPoolExecutor`` (spawned workers, one Numba thread each);
         ``dask``: ``distributed.Client(address)``, one task per point.
@@ -650,41 +670,69 @@ def run_sweep(
     return result
 
 
-def _run_local(todo, finished, *, jobs, address, should_stop) -> bool:
-    """Process pool with spawned workers; returns True when interrupted."""
+def _run_local(todo, finished, *, jobs, address, should_stop, task=None) -> bool:
+    """Process pool with spawned workers; returns True when interrupted.
+
+    At most one point per worker is handed to the pool at a time. A worker that dies (killed,
+    out of memory) breaks the whole pool and fails every point in it, so the points that were
+    running then are known: each is retried alone in a new pool, and only one that takes its
+    worker down alone is recorded as failed; the others go on. ``task`` replaces
+    :func:`run_point` (tests).
+    """
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
 
     if not todo:
         return False
+    task = task or run_point
     workers = max(1, min(jobs or os.cpu_count() or 1, len(todo)))
-    # spawn: fork would copy Numba's thread pool state; the start method stays as it was.
-    pool = ProcessPoolExecutor(
-        max_workers=workers,
-        mp_context=multiprocessing.get_context("spawn"),
-        initializer=_init_worker,
-    )
-    payloads = {}
-    pending = set()
-    hard_stop = False
+    queue = collections.deque((point, False) for point in todo)  # (point, run it alone)
+    running: dict = {}  # future -> (point, alone)
+    pool = None
+    stopping = hard_stop = False
     try:
-        # Workers start during submit and read NUMBA_NUM_THREADS when they import numba.
+        # Workers are started as points are submitted and read NUMBA_NUM_THREADS when they
+        # import numba (at unpickling, before the initializer runs): set for the whole loop.
         with _environment(NUMBA_NUM_THREADS="1"):
-            for point in todo:
-                future = pool.submit(run_point, _payload(point))
-                payloads[future] = point
-                pending.add(future)
-        stopping = False
-        while pending:
-            finished_now, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-            for future in finished_now:
-                if future.cancelled():
-                    continue
-                finished(_outcome(future, payloads[future]))
-            if not stopping and should_stop is not None and should_stop():
-                stopping = True
-                for future in pending:
-                    future.cancel()  # running ones cannot be cancelled: they finish
+            while running or (queue and not stopping):
+                if pool is None:
+                    # spawn: fork would copy Numba's thread pool state; the start method of
+                    # the process stays as it was.
+                    pool = ProcessPoolExecutor(
+                        max_workers=workers,
+                        mp_context=multiprocessing.get_context("spawn"),
+                        initializer=_init_worker,
+                    )
+                while queue and not stopping and len(running) < workers:
+                    point, alone = queue[0]
+                    if running and (alone or any(a for _, a in running.values())):
+                        break
+                    queue.popleft()
+                    running[pool.submit(task, _payload(point))] = (point, alone)
+                done, _ = wait(running, timeout=0.2, return_when=FIRST_COMPLETED)
+                if any(isinstance(f.exception(), BrokenProcessPool) for f in done):
+                    done = set(running)  # the pool fails all of them (at once, or nearly)
+                    wait(done)
+                suspects = []
+                for future in done:
+                    point, alone = running.pop(future)
+                    if isinstance(future.exception(), BrokenProcessPool):
+                        suspects.append((point, alone))
+                    else:
+                        finished(_outcome(future, point))
+                if suspects:
+                    pool.shutdown(wait=True)
+                    pool = None
+                    retry = []
+                    for point, alone in suspects:
+                        if alone or len(suspects) == 1:  # it took its worker down by itself
+                            finished(_failure(point, _WORKER_DIED, ""))
+                        else:
+                            retry.append(point)
+                    queue.extendleft((point, True) for point in reversed(retry))
+                if not stopping and should_stop is not None and should_stop():
+                    stopping = True  # no new point starts; running ones finish
         return stopping
     except KeyboardInterrupt:
         # Stop now: the points in progress are lost, finished ones are stored. Futures are left
@@ -694,7 +742,13 @@ def _run_local(todo, finished, *, jobs, address, should_stop) -> bool:
             process.terminate()
         return True
     finally:
-        pool.shutdown(wait=True, cancel_futures=not hard_stop)
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=not hard_stop)
+
+
+_WORKER_DIED = (
+    "WorkerDied: the worker process died while it ran this point alone (killed, or out of memory?)"
+)
 
 
 @contextlib.contextmanager
@@ -716,13 +770,20 @@ def _outcome(future, point: Point) -> dict:
     try:
         return future.result()
     except Exception as error:
-        return {
-            **{key: value for key, value in _payload(point).items() if key != "scenario"},
-            "status": "failed",
-            "summary": None,
-            "error": f"{type(error).__name__}: {error}",
-            "traceback": "".join(traceback.format_exception(error)),
-        }
+        return _failure(
+            point, f"{type(error).__name__}: {error}", "".join(traceback.format_exception(error))
+        )
+
+
+def _failure(point: Point, error: str, trace: str) -> dict:
+    """The record of a point that failed outside :func:`run_point` (its worker died)."""
+    return {
+        **{key: value for key, value in _payload(point).items() if key != "scenario"},
+        "status": "failed",
+        "summary": None,
+        "error": error,
+        "traceback": trace,
+    }
 
 
 def _run_dask(todo, finished, *, jobs, address, should_stop) -> bool:
@@ -735,7 +796,15 @@ def _run_dask(todo, finished, *, jobs, address, should_stop) -> bool:
         ) from None
     if not todo:
         return False
-    client = Client(address) if address else Client(processes=True, n_workers=jobs)
+    if address:
+        client = Client(address)
+    else:
+        # One single-threaded worker process per job, each with one Numba thread (the workers
+        # are spawned now and read NUMBA_NUM_THREADS when they import numba).
+        with _environment(NUMBA_NUM_THREADS="1"):
+            client = Client(
+                processes=True, n_workers=jobs or os.cpu_count() or 1, threads_per_worker=1
+            )
     futures = []
     try:
         payloads = {}

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +23,7 @@ from moesim.sweep import (
     SweepError,
     SweepExistsError,
     SweepResult,
+    _run_local,
     aggregate_rows,
     aggregate_table,
     best_row,
@@ -103,6 +106,21 @@ def test_grid_errors_name_the_parameter(grid, zips, expected):
         expand_grid(grid, zips)
 
 
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ([1, 2, 1], r"k: the list has the value 1 twice"),
+        ([1, 1.0], r"k: the list has the value 1.0 twice"),
+        ("logspace(1,1,3)", r"k: logspace\(1,1,3\) gives the value 1.0 twice"),
+        ("linspace(0,0,2)", r"k: linspace\(0,0,2\) gives the value 0.0 twice"),
+    ],
+)
+def test_a_value_given_twice_is_refused(spec, expected):
+    # Its points would share an id: run twice and counted twice in the aggregate.
+    with pytest.raises(SweepError, match=expected):
+        parse_values("k", spec)
+
+
 def test_all_grid_problems_are_reported_at_once():
     with pytest.raises(SweepError) as caught:
         expand_grid({"a": [], "b": "nonsense"})
@@ -148,6 +166,11 @@ def test_every_point_is_validated_before_anything_runs(tmp_path):
     assert "router.score: expected one of" in text
     with pytest.raises(ScenarioError, match=r"router.top_k=16, seed=0 \(and 1 more.*must be <="):
         sweep_points(base, expand_grid({"router.top_k": [2, 16]}), 2)
+
+
+def test_the_seed_is_not_a_grid_key():
+    with pytest.raises(SweepError, match=r"seed: is set by the seeds .*--seeds"):
+        sweep_points(tiny(), expand_grid({"seed": [1, 2]}), 1)
 
 
 def test_summary_metrics_are_the_numeric_keys_of_a_real_summary():
@@ -240,6 +263,8 @@ def test_interrupted_sweep_resumes_without_running_a_point_twice(tmp_path):
     assert {p.name for p in stored.glob("*.json")} == {f"{p.id}.json" for p in points}
     rows = read_csv(out / "sweep.csv")
     assert len(rows) == len(points) and all(r["status"] == "ok" for r in rows)
+    # One Numba thread per worker process.
+    assert {json.loads(p.read_text())["numba_threads"] for p in stored.glob("*.json")} == {1}
     assert [(float(r["balance.bias.rate"]), int(r["seed"])) for r in rows] == sorted(
         (p.params["balance.bias.rate"], p.seed) for p in points
     )
@@ -299,12 +324,36 @@ def test_local_pool_and_dask_cluster_give_identical_results(tmp_path):
             base, grid, tmp_path / "dask", executor="dask", address=cluster.scheduler_address
         )
     assert len(result.records) == 4 and not result.failed
+    assert {record["numba_threads"] for record in result.records} == {1}
     local, dask = read_csv(tmp_path / "local/sweep.csv"), read_csv(tmp_path / "dask/sweep.csv")
     assert len(local) == len(dask) == 4
     for a, b in zip(local, dask, strict=True):
         assert {k: v for k, v in a.items() if k not in TIMING} == {
             k: v for k, v in b.items() if k not in TIMING
         }
+
+
+def _die_on_top_k_2(payload: dict) -> dict:
+    """A stand-in for run_point (runs in a spawned worker): top_k=2 kills its process."""
+    if payload["params"]["router.top_k"] == 2:
+        os._exit(1)
+    time.sleep(0.5)  # still running when the other worker dies
+    summary = {"max_vio_global": float(payload["params"]["router.top_k"])}
+    return {**{k: payload[k] for k in ("id", "params", "seed", "variant")}, "status": "ok",
+            "summary": summary, "error": None}  # fmt: skip
+
+
+def test_a_worker_that_dies_fails_only_its_point():
+    points = sweep_points(tiny(), expand_grid({"router.top_k": [1, 2, 3, 4]}), 1)
+    records = []
+    interrupted = _run_local(
+        points, records.append, jobs=2, address=None, should_stop=None, task=_die_on_top_k_2
+    )
+    assert not interrupted
+    assert sorted(r["params"]["router.top_k"] for r in records) == [1, 2, 3, 4]  # each once
+    by_top_k = {r["params"]["router.top_k"]: r for r in records}
+    assert by_top_k[2]["status"] == "failed" and "WorkerDied" in by_top_k[2]["error"]
+    assert all(by_top_k[k]["status"] == "ok" for k in (1, 3, 4))
 
 
 def test_an_unknown_metric_is_refused_before_anything_is_written(tmp_path):
@@ -351,6 +400,13 @@ def test_aggregate_table_shows_std_and_whole_headers(width):
     assert f"{first['max_vio_global_mean']:.3f} ± {first['max_vio_global_ci95']:.3f}" in line
     assert f"{first['max_vio_global_std']:.3f}" in line
     assert "Student's t" in text
+
+
+def test_dask_without_address_starts_single_threaded_workers(tmp_path):
+    pytest.importorskip("distributed", reason="dask.distributed not installed")
+    _, result = _sweep(tiny(), {"router.top_k": [1, 2]}, tmp_path / "s", executor="dask", jobs=1)
+    assert [r["status"] for r in result.records] == ["ok", "ok"]
+    assert {r["numba_threads"] for r in result.records} == {1}
 
 
 # ------------------------------------------------------------------------- command line
