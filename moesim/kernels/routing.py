@@ -28,6 +28,15 @@ from numba import prange
 
 from moesim._jit import CHUNK_TOKENS, n_chunks_for, njit, njit_inline, njit_parallel
 
+# Shared with the other kernels; check_integer and check_finite stay importable from here too.
+from moesim.kernels.checks import (
+    cast_finite,
+    check_choice,
+    check_finite,
+    check_integer,
+    check_real,
+)
+
 SCORE_SIGMOID = 0
 SCORE_SOFTMAX = 1
 SCORE_SOFTMAX_AFTER_TOPK = 2
@@ -452,18 +461,6 @@ def _route_chunks(logits, bias, has_bias, spec, indices, weights, chunk_counts):
 
 # ----------------------------------------------------------------------------------------------
 # Validation and the public function
-
-
-# The argument checks are shared with the other kernels (moesim.kernels.checks). Imported here,
-# in the validation section, rather than at the top; check_integer and check_finite stay
-# importable from this module, where they used to be defined.
-from moesim.kernels.checks import (  # noqa: E402
-    cast_finite,
-    check_choice,
-    check_finite,
-    check_integer,
-    check_real,
-)
 
 
 def _check_logits(logits) -> np.ndarray:
