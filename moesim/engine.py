@@ -21,10 +21,10 @@ from moesim._jit import n_chunks_for
 from moesim.kernels.balance import RULE_CODES, _bias_update
 from moesim.kernels.capacity import POLICY_CODES, expert_capacity
 from moesim.kernels.learning import (
-    CompetenceAffinityReward,
+    REWARD_MODELS,
     _aux_counts,
     _router_gradient,
-    aux_coefficients,
+    combined_aux_coefficients,
 )
 from moesim.kernels.metrics import (
     _assignment_counts,
@@ -185,6 +185,27 @@ def initial_centroids(router_config, dim: int, seed: np.random.SeedSequence) -> 
     return centroids.astype(np.float32)
 
 
+def bias_oscillation(low, high, start, end) -> float:
+    """Bias oscillation amplitude over the final window, without its drift (model.md 2).
+
+    Per expert, the range of the bias over the window less the size of its net change,
+    ``(max - min) - |end - start|``, averaged over experts. A bias that only moves one way (a
+    slow rate still converging) gives 0; one that swings back and forth gives its swings. Needs
+    only running extremes and the two end values, not the window's history.
+
+    Parameters
+    ----------
+    low, high : ndarray (E,)
+        Smallest and largest bias of each expert over the window.
+    start, end : ndarray (E,)
+        Bias at the window's first and last step.
+    """
+    # float64: the differences of float32 values are exact, so no expert goes below 0.
+    extent = np.asarray(high, np.float64) - np.asarray(low, np.float64)
+    net = np.abs(np.asarray(end, np.float64) - np.asarray(start, np.float64))
+    return float((extent - net).mean())
+
+
 def simulate_variant(
     scenario, name: str = "base", *, stream=None, on_step=None, should_stop=None
 ) -> VariantResult:
@@ -238,8 +259,11 @@ def simulate_variant(
     bias_window_counts = np.zeros(n_experts, dtype=np.int64)
     joint = np.zeros((n_clusters, n_experts), dtype=np.int64)
     final_loads = np.zeros(n_experts, dtype=np.int64)
+    # Bias oscillation in the final window: per expert, the range of the bias less its net
+    # change, so a bias still drifting one way counts as drift, not oscillation.
     bias_low = np.full(n_experts, np.inf)
     bias_high = np.full(n_experts, -np.inf)
+    bias_window_start = np.zeros(n_experts, dtype=np.float32)
     window_loads = np.zeros(n_experts, dtype=np.int64)
     window_kept = np.zeros(n_experts, dtype=np.int64)
     window_drops = np.zeros(3, dtype=np.int64)  # assignments, tokens with any, fully dropped
@@ -247,6 +271,7 @@ def simulate_variant(
     final_drops = np.zeros(3, dtype=np.int64)
     sum_max_vio = 0.0
     sum_max_vio_final = 0.0
+    final_max_vio_steps = 0
     last_unbalanced = -1
     noise_floor = max_vio_noise_floor(n_tokens, spec.top_k, n_experts)
     threshold = metrics_config.balance_threshold
@@ -295,6 +320,7 @@ def simulate_variant(
                 final_loads += demand
                 final_drops += drops
                 sum_max_vio_final += max_vio
+                final_max_vio_steps += 1
 
             # Loss-free balancing: counts over the update window, then one bias update.
             if has_bias:
@@ -306,6 +332,8 @@ def simulate_variant(
                             bias, bias_window_counts, rate, rule_code, bias_config.center, bias
                         )
                     bias_window_counts[:] = 0
+                if step == window_start:
+                    bias_window_start[:] = bias
                 if step >= window_start:
                     np.minimum(bias_low, bias, out=bias_low)
                     np.maximum(bias_high, bias, out=bias_high)
@@ -391,13 +419,18 @@ def simulate_variant(
         final_window_steps=final_steps,
         sum_max_vio=sum_max_vio,
         sum_max_vio_final=sum_max_vio_final,
+        final_max_vio_steps=final_max_vio_steps,
         run_drops=run_drops,
         final_drops=final_drops,
         last_unbalanced=last_unbalanced,
         threshold=threshold,
         balance_window=balance_window,
         noise_floor=noise_floor,
-        bias_range=(bias_high - bias_low) if has_bias and steps_done > window_start else None,
+        oscillation=(
+            bias_oscillation(bias_low, bias_high, bias_window_start, bias)
+            if has_bias and steps_done > window_start
+            else None
+        ),
         seconds=time.perf_counter() - started,
         spec=spec,
         capacity=capacity,
@@ -427,9 +460,9 @@ class RouterLearner:
         self.enabled = bool(scenario.learning.enabled)
         self.spec = spec
         self.learning = scenario.learning
-        self.aux = scenario.balance.aux
-        self.aux_on = self.aux.kind != "none" and self.aux.alpha > 0
-        self.z_loss = float(self.aux.z_loss)
+        self.aux_terms = scenario.balance.aux.terms()
+        self.global_aux = any(kind == "global" for kind, _ in self.aux_terms)
+        self.z_loss = float(scenario.balance.aux.z_loss)
         self.seq_len = scenario.tokens.seq_len
         self.window = scenario.balance.bias.every
         n_experts = scenario.router.experts
@@ -440,12 +473,9 @@ class RouterLearner:
         self.window_counts = np.zeros(n_experts, dtype=np.int64)
         self.window_tokens = 0
         if self.enabled:
-            self.reward = CompetenceAffinityReward(
-                n_experts,
-                dim,
-                self.learning.competence_tokens,
-                self.learning.knowledge_ema,
-                np.random.default_rng(seed),
+            model = REWARD_MODELS[self.learning.reward]
+            self.reward = model.from_config(
+                n_experts, dim, self.learning, np.random.default_rng(seed)
             )
 
     def step(self, tokens, logits, routed, centroids, step: int, *, measure: bool) -> dict:
@@ -463,22 +493,21 @@ class RouterLearner:
             best = float(self.reward.best(tokens).mean())
             measured = {"quality": quality, "quality_ratio": quality / best if best > 0 else np.nan}
         coefficients = np.empty((0, n_experts))
-        if self.aux_on:
+        if self.aux_terms:
             n_sequences = -(-n_tokens // self.seq_len)
             counts = np.zeros((n_sequences, n_experts), dtype=np.int64)
             affinity_sums = np.zeros((n_sequences, n_experts))
             _aux_counts(
                 logits, self.aux_score_code, spec.top_k, self.seq_len, counts, affinity_sums
             )
-            if self.aux.kind == "global":
+            if self.global_aux:
                 if step % self.window == 0:
                     self.window_counts[:] = 0
                     self.window_tokens = 0
                 self.window_counts += counts.sum(axis=0)
                 self.window_tokens += n_tokens
-            coefficients, fractions = aux_coefficients(
-                self.aux.kind,
-                self.aux.alpha,
+            coefficients, fractions = combined_aux_coefficients(
+                self.aux_terms,
                 spec.top_k,
                 counts,
                 n_tokens,
@@ -487,12 +516,15 @@ class RouterLearner:
                 self.window_tokens,
             )
             if measure:
-                if self.aux.kind == "sequence":
-                    mean_affinity = affinity_sums / self.seq_len
-                    loss = (fractions * mean_affinity).sum(axis=1).mean()
-                else:
-                    loss = (fractions[0] * affinity_sums.sum(axis=0) / n_tokens).sum()
-                measured["aux_loss"] = self.aux.alpha * float(loss)
+                total = 0.0
+                for (kind, alpha), term_fractions in zip(self.aux_terms, fractions, strict=True):
+                    if kind == "sequence":
+                        mean_affinity = affinity_sums / self.seq_len
+                        loss = (term_fractions * mean_affinity).sum(axis=1).mean()
+                    else:
+                        loss = (term_fractions[0] * affinity_sums.sum(axis=0) / n_tokens).sum()
+                    total += alpha * float(loss)
+                measured["aux_loss"] = total
         n_chunks = n_chunks_for(n_tokens)
         chunk_gradients = np.zeros((n_chunks, n_experts, tokens.shape[1]))
         chunk_lse_sq = np.zeros(n_chunks)
@@ -531,13 +563,14 @@ def summarize(
     final_window_steps,
     sum_max_vio,
     sum_max_vio_final,
+    final_max_vio_steps,
     run_drops,
     final_drops,
     last_unbalanced,
     threshold,
     balance_window,
     noise_floor,
-    bias_range,
+    oscillation,
     seconds,
     spec,
     capacity,
@@ -568,13 +601,32 @@ def summarize(
             f"{starved} of {n_experts} experts starved "
             f"(> {metrics_config.collapse_starved_fraction:.0%})"
         )
-    elif max_vio_global < 0.1 and starved == 0:
-        verdict, reason = "balanced", f"MaxVio_global {max_vio_global:.3f} < 0.1, none starved"
+    elif max_vio_global < metrics_config.balanced_max_vio and starved == 0:
+        verdict = "balanced"
+        reason = (
+            f"MaxVio_global {max_vio_global:.3f} < {metrics_config.balanced_max_vio:g} "
+            f"(metrics.balanced_max_vio), none starved"
+        )
     else:
         verdict = "imbalanced"
-        reason = f"MaxVio_global {max_vio_global:.3f}, {starved} starved"
+        reason = (
+            f"MaxVio_global {max_vio_global:.3f}"
+            + (
+                f" >= {metrics_config.balanced_max_vio:g} (metrics.balanced_max_vio)"
+                if max_vio_global >= metrics_config.balanced_max_vio
+                else ""
+            )
+            + f", {starved} starved"
+        )
     balanced_from = last_unbalanced + 1
     steps_to_balance = balanced_from if steps_done and balanced_from < steps_done else None
+    if verdict == "imbalanced" and steps_to_balance is not None:
+        # Two different bars: say why "balanced at step N" and "imbalanced" do not contradict.
+        reason += (
+            f"; balanced from step {steps_to_balance} by the looser steps-to-balance bar "
+            f"(MaxVio of the trailing {balance_window} steps < {threshold:g}, "
+            f"metrics.balance_threshold)"
+        )
     return {
         "variant": name,
         "steps": scenario.steps,
@@ -582,9 +634,10 @@ def summarize(
         "partial": bool(partial),
         "max_vio_global": max_vio_global,
         "mean_max_vio_batch": sum_max_vio / steps_done if steps_done else nan,
+        # A run stopped before its final window has no step there: fall back on the records.
         "final_max_vio_batch": (
-            sum_max_vio_final / final_window_steps
-            if sum_max_vio_final and final_window_steps
+            sum_max_vio_final / final_max_vio_steps
+            if final_max_vio_steps
             else mean_of("max_vio_batch")
         ),
         "max_vio_noise_floor": noise_floor,
@@ -605,7 +658,7 @@ def summarize(
         "steps_to_balance": steps_to_balance,
         "balance_threshold": threshold,
         "balance_window": int(balance_window),
-        "bias_oscillation": float(bias_range.mean()) if bias_range is not None else nan,
+        "bias_oscillation": oscillation if oscillation is not None else nan,
         "fidelity": mean_of("fidelity"),
         "specialization": mean_of("specialization"),
         "quality": mean_of("quality"),

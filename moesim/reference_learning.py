@@ -96,14 +96,47 @@ def aux_loss(logits, score, alpha, top_k, kind, seq_len, fractions):
     return float(alpha * (fractions[0] * p.mean(axis=0)).sum())
 
 
-def aux_fractions(logits, score, top_k, kind, seq_len):
-    """``f_i = E/(K T) c_i`` per batch (1, E) or per sequence (n_sequences, E)."""
+def aux_fractions(logits, score, top_k, kind, seq_len, earlier_counts=None, earlier_tokens=0):
+    """``f_i = E/(K T) c_i`` per batch (1, E), per sequence (n_sequences, E), or for ``global``
+    over the update window (1, E): the ``earlier_counts`` (E,) of the window's earlier steps and
+    their ``earlier_tokens``, plus this step's counts and tokens."""
     counts = aux_top_k_counts(logits, score, top_k)
     n_tokens, n_experts = logits.shape
     if kind == "sequence":
         per_sequence = counts.reshape(n_tokens // seq_len, seq_len, -1).sum(axis=1)
         return n_experts / (top_k * seq_len) * per_sequence
+    if kind == "global":
+        window = counts.sum(axis=0, keepdims=True) + np.asarray(earlier_counts)[None, :]
+        return n_experts / (top_k * (n_tokens + earlier_tokens)) * window
     return n_experts / (top_k * n_tokens) * counts.sum(axis=0, keepdims=True)
+
+
+def aux_affinity_jacobian(logits, score):
+    """``J[t, i, j] = d p_ti / d z_tj`` (T, E, E), written out element by element."""
+    n_tokens, n_experts = logits.shape
+    p = aux_affinities(logits, score)
+    identity = np.eye(n_experts)[None, :, :]
+    if score == "sigmoid":
+        # p_i = s_i / S: d p_i / d z_j = (delta_ij - p_i) s_j (1 - s_j) / S.
+        s = sigmoid(logits)
+        total = s.sum(axis=1) + 1e-20
+        column = s * (1 - s) / total[:, None]
+        return (identity - p[:, :, None]) * column[:, None, :]
+    # softmax: d p_i / d z_j = p_i (delta_ij - p_j).
+    return p[:, :, None] * (identity - p[:, None, :])
+
+
+def aux_gradient(logits, score, alpha, kind, seq_len, fractions):
+    """``dL_aux/dZ`` (T, E) of :func:`aux_loss` with the same constant ``fractions``."""
+    n_tokens = logits.shape[0]
+    if kind == "sequence":
+        per_token = np.repeat(fractions, seq_len, axis=0)
+    else:
+        per_token = np.broadcast_to(fractions[0], logits.shape)
+    # Every kind is a mean of f . p over T tokens (sequences of seq_len tokens, averaged).
+    return (
+        alpha / n_tokens * np.einsum("ti,tij->tj", per_token, aux_affinity_jacobian(logits, score))
+    )
 
 
 def z_loss(logits, beta):
@@ -111,6 +144,38 @@ def z_loss(logits, beta):
     shift = logits.max(axis=1, keepdims=True)
     lse = (shift + np.log(np.exp(logits - shift).sum(axis=1, keepdims=True)))[:, 0]
     return float(beta * (lse**2).mean())
+
+
+def z_loss_gradient(logits, beta):
+    """``dL_z/dZ`` (T, E) = ``2 beta logsumexp(Z_t) softmax(Z_t) / T``."""
+    shift = logits.max(axis=1, keepdims=True)
+    lse = shift + np.log(np.exp(logits - shift).sum(axis=1, keepdims=True))
+    return 2 * beta * lse * softmax(logits) / logits.shape[0]
+
+
+def aux_score(score):
+    """Affinities of the aux loss: normalised sigmoid for a sigmoid router, else softmax."""
+    return "sigmoid" if score == "sigmoid" else "softmax"
+
+
+def objective(logits, indices, rewards, score, normalize, route_scale, aux_terms, seq_len, beta):
+    """``J = R - sum_k L_aux_k - L_z``; ``aux_terms`` is a list of ``(kind, alpha, fractions)``."""
+    value = reward_objective(logits, indices, rewards, score, normalize, route_scale)
+    for kind, alpha, fractions in aux_terms:
+        value -= aux_loss(logits, aux_score(score), alpha, None, kind, seq_len, fractions)
+    return value - z_loss(logits, beta)
+
+
+def objective_gradient(
+    logits, indices, rewards, score, normalize, route_scale, aux_terms, seq_len, beta
+):
+    """``dJ/dZ`` (T, E) of :func:`objective`, term by term."""
+    gradient = reward_gradient(logits, indices, rewards, score, normalize, route_scale)
+    for kind, alpha, fractions in aux_terms:
+        gradient = gradient - aux_gradient(
+            logits, aux_score(score), alpha, kind, seq_len, fractions
+        )
+    return gradient - z_loss_gradient(logits, beta)
 
 
 def numerical_gradient(function, logits, step=1e-6):

@@ -185,11 +185,65 @@ class BiasConfig(_Section):
 class AuxConfig(_Section):
     """Auxiliary balance loss and z-loss (model.md 1.5); they act through router learning."""
 
-    kind: Literal["none", "batch", "sequence", "global"] = Field(
-        "none", description="Balance over the batch, per sequence, or over the update window."
+    kind: (
+        Literal["none", "batch", "sequence", "global"]
+        | list[Literal["none", "batch", "sequence", "global"]]
+    ) = Field(
+        "none",
+        description="Balance over the batch, per sequence, or over the update window "
+        "(`balance.bias.every` steps, so with the default every=1 global is the same as batch); "
+        "a list sums several kinds, as Megatron-Core does.",
     )
-    alpha: float = Field(0.0, ge=0, le=1e6, description="Coefficient of the balance loss.")
+    alpha: float | list[float] = Field(
+        0.0,
+        ge=0,
+        le=1e6,
+        description="Coefficient of the balance loss; with a list of kinds, a list of one "
+        "coefficient per kind.",
+    )
     z_loss: float = Field(0.0, ge=0, le=1e3, description="beta, coefficient of the z-loss.")
+
+    @field_validator("kind", "alpha", mode="wrap")
+    @classmethod
+    def _one_or_a_list(cls, value, handler, info: ValidationInfo):
+        # Each item is checked as a single value would be (the field's bounds included), so a
+        # bad item is reported at its own index rather than once per member of the union.
+        from pydantic import TypeAdapter
+
+        field = cls.model_fields[info.field_name]
+        single = typing.get_args(field.annotation)[0]
+        if field.metadata:
+            single = typing.Annotated[(single, *field.metadata)]
+        item = TypeAdapter(single, config=ConfigDict(strict=True, allow_inf_nan=False))
+        if not isinstance(value, list):
+            return item.validate_python(value)
+        items, errors = [], []
+        for index, entry in enumerate(value):
+            try:
+                items.append(item.validate_python(entry))
+            except ValidationError as error:
+                errors.extend({**e, "loc": (index, *e["loc"])} for e in error.errors())
+        if errors:
+            raise ValidationError.from_exception_data(cls.__name__, errors)
+        return items
+
+    @property
+    def kinds(self) -> list[str]:
+        """The kinds as a list (one entry for the single-value form)."""
+        return [self.kind] if isinstance(self.kind, str) else list(self.kind)
+
+    @property
+    def alphas(self) -> list[float]:
+        """The coefficients as a list (one entry for the single-value form)."""
+        return [self.alpha] if isinstance(self.alpha, float) else list(self.alpha)
+
+    def terms(self) -> list[tuple[str, float]]:
+        """``(kind, alpha)`` of every balance loss in effect, in order; empty for none."""
+        return [
+            (kind, alpha)
+            for kind, alpha in zip(self.kinds, self.alphas, strict=False)
+            if kind != "none" and alpha > 0
+        ]
 
 
 class BalanceConfig(_Section):
@@ -218,8 +272,14 @@ class LearningConfig(_Section):
 
     enabled: bool = Field(False, description="Train the router centroids.")
     rate: float = Field(10.0, ge=0, le=1e6, description="Learning rate of the centroids.")
+    reward: Literal["competence_affinity"] = Field(
+        "competence_affinity",
+        description="Reward model (moesim.kernels.learning.REWARD_MODELS): competence_affinity "
+        "= competence (grows with tokens processed: rich get richer) x affinity of the token to "
+        "the expert's specialty.",
+    )
     competence_tokens: float = Field(
-        1e5, gt=0, description="tau: tokens for an expert to reach 63% competence."
+        1e5, gt=0, le=1e12, description="tau: tokens for an expert to reach 63% competence."
     )
     knowledge_ema: float = Field(
         0.01, gt=0, le=1, description="rho: EMA rate of an expert's specialty direction."
@@ -230,13 +290,23 @@ class MetricsConfig(_Section):
     """Recording and verdict thresholds (model.md 2)."""
 
     record_every: int | None = Field(
-        None, ge=1, description="Steps between recorded rows; null = about 1000 rows per run."
+        None,
+        ge=1,
+        le=100_000_000,
+        description="Steps between recorded rows; null = about 1000 rows per run.",
     )
     window: int | None = Field(
-        None, ge=1, description="Final window in steps (MaxVio_global); null = last 10%."
+        None,
+        ge=1,
+        le=100_000_000,
+        description="Final window in steps (MaxVio_global, the verdict); null = last 10%.",
     )
     balance_threshold: float = Field(
-        0.2, gt=0, description="MaxVio below which the trailing window counts as balanced."
+        0.2,
+        gt=0,
+        le=65536,
+        description="Steps to balance: the first step after which the MaxVio of the loads summed "
+        "over the trailing `balance_window` steps stays below this.",
     )
     balance_window: int = Field(
         20, ge=1, le=100_000, description="Trailing steps summed to judge balance."
@@ -244,11 +314,21 @@ class MetricsConfig(_Section):
     starved_fraction: float = Field(
         0.1, ge=0, le=1, description="An expert below this fraction of the mean load is starved."
     )
+    balanced_max_vio: float = Field(
+        0.1,
+        gt=0,
+        le=65536,
+        description="Verdict: MaxVio_global (final window) below which, with no starved expert, "
+        "the run is called balanced (model.md section 3 uses 0.1).",
+    )
     collapse_max_vio: float = Field(
-        1.0, gt=0, description="MaxVio_global above which the run is called collapsed."
+        1.0,
+        gt=0,
+        le=65536,
+        description="Verdict: MaxVio_global above which the run is called collapsed.",
     )
     collapse_starved_fraction: float = Field(
-        0.25, ge=0, le=1, description="Or this fraction of experts starved."
+        0.25, ge=0, le=1, description="Verdict: or more than this fraction of experts starved."
     )
     fidelity: bool = Field(
         True, description="Measure routing fidelity (biased vs unbiased top-K) when recording."
@@ -704,23 +784,54 @@ def _cross_problems(scenario: Scenario, source: _Source, prefix=()) -> list[Prob
             hint,
         )
     aux = scenario.balance.aux
-    if aux.kind != "none" and aux.alpha == 0:
-        add(
-            ("balance", "aux", "alpha"),
-            f"set balance.aux.alpha > 0 for kind {aux.kind!r}",
-            near=("balance", "aux", "kind"),
-        )
-    if aux.kind == "none" and aux.alpha > 0:
+    kinds, alphas = aux.kinds, aux.alphas
+    repeated = sorted({kind for kind in kinds if kinds.count(kind) > 1})
+    if not kinds:
+        add(("balance", "aux", "kind"), "an empty list: give one kind or more, or none")
+    elif len(kinds) > 1 and "none" in kinds:
+        add(("balance", "aux", "kind"), f"none cannot be combined with other kinds (got {kinds})")
+    elif repeated:
         add(
             ("balance", "aux", "kind"),
-            "set batch, sequence or global to use balance.aux.alpha",
-            near=("balance", "aux", "alpha"),
+            f"{repeated[0]!r} is listed twice",
+            "list each kind once and add their coefficients",
         )
-    if (aux.kind != "none" or aux.z_loss > 0) and not scenario.learning.enabled:
+    elif len(alphas) != len(kinds):
+        add(
+            ("balance", "aux", "alpha"),
+            f"needs one coefficient per kind of balance.aux.kind ({len(kinds)}), got {len(alphas)}",
+            f"e.g. alpha: [{', '.join(['1.0e-2'] * len(kinds))}]",
+            near=("balance", "aux", "kind"),
+        )
+    else:
+        for index, (kind, alpha) in enumerate(zip(kinds, alphas, strict=True)):
+            at = (index,) if isinstance(aux.alpha, list) else ()
+            if kind != "none" and alpha == 0:
+                add(
+                    ("balance", "aux", "alpha", *at),
+                    f"set balance.aux.alpha > 0 for kind {kind!r}",
+                    near=("balance", "aux", "kind"),
+                )
+            if kind == "none" and alpha > 0:
+                add(
+                    ("balance", "aux", "kind"),
+                    "set batch, sequence or global to use balance.aux.alpha",
+                    near=("balance", "aux", "alpha"),
+                )
+    balancing = any(kind != "none" for kind in kinds)
+    if (balancing or aux.z_loss > 0) and not scenario.learning.enabled:
         add(
             ("learning", "enabled"),
             "auxiliary losses act through router learning: set learning.enabled: true",
-            near=("balance", "aux", "kind" if aux.kind != "none" else "z_loss"),
+            near=("balance", "aux", "kind" if balancing else "z_loss"),
+        )
+    metrics = scenario.metrics
+    if metrics.balanced_max_vio > metrics.collapse_max_vio:
+        add(
+            ("metrics", "balanced_max_vio"),
+            f"must be <= metrics.collapse_max_vio={metrics.collapse_max_vio:g} "
+            f"(got {metrics.balanced_max_vio:g})",
+            near=("metrics", "collapse_max_vio"),
         )
     return problems
 

@@ -17,11 +17,12 @@ The router is trained by gradient ascent on ``J = R - L_aux - L_z`` with
 from __future__ import annotations
 
 import math
+from typing import Protocol
 
 import numpy as np
 from numba import prange
 
-from moesim._jit import CHUNK_TOKENS, njit, njit_parallel
+from moesim._jit import CHUNK_TOKENS, n_chunks_for, njit, njit_parallel
 from moesim.kernels.routing import (
     SCORE_SIGMOID,
     SCORE_SOFTMAX,
@@ -260,6 +261,41 @@ def aux_coefficients(
     return alpha * fractions / n_tokens, fractions
 
 
+def combined_aux_coefficients(
+    terms, top_k: int, counts, n_tokens: int, seq_len: int, window_counts=None, window_tokens=0
+):
+    """Coefficient rows of a sum of aux losses (Megatron-Core's list of balancing types).
+
+    The aux gradient of a token is linear in its coefficient row, so the gradient of
+    ``sum_k L_aux_k`` is the gradient of one loss whose row is the sum of the kinds' rows (a
+    batch or global row is added to every sequence's row).
+
+    Parameters
+    ----------
+    terms : list of (kind, alpha)
+        The losses, in the scenario's order (``AuxConfig.terms``).
+    counts, window_counts, window_tokens
+        As for :func:`aux_coefficients`.
+
+    Returns
+    -------
+    coefficients : ndarray (rows, E) float64
+        One row, or one per sequence when a ``sequence`` kind is among the terms.
+    fractions : list of ndarray (rows_k, E) float64
+        ``f`` of each term, for its loss value.
+    """
+    coefficients = None
+    fractions = []
+    for kind, alpha in terms:
+        rows, term_fractions = aux_coefficients(
+            kind, alpha, top_k, counts, n_tokens, seq_len, window_counts, window_tokens
+        )
+        # A single kind keeps its own array: the one-kind form stays bit-identical.
+        coefficients = rows if coefficients is None else coefficients + rows
+        fractions.append(term_fractions)
+    return coefficients, fractions
+
+
 # ----------------------------------------------------------------------------------------------
 # The reward model: competence (rich get richer) x specialisation (affinity to what was learnt)
 
@@ -332,16 +368,44 @@ def _token_direction_sums(tokens, indices, keep, chunk_sums):
                         chunk_sums[c, e, j] += tokens[t, j] / norm
 
 
+class RewardModel(Protocol):
+    """What the router learns from (model.md 1.6): register an implementation in
+    :data:`REWARD_MODELS` under the name ``learning.reward`` selects.
+
+    Rewards are per assignment, 0 for dropped ones; ``best`` bounds the gate-weighted mean
+    reward of any routing of a token (the denominator of the quality ratio).
+    """
+
+    @classmethod
+    def from_config(
+        cls, n_experts: int, dim: int, learning, rng: np.random.Generator
+    ) -> RewardModel:
+        """A fresh model for ``n_experts`` experts and tokens of dimension ``dim``.
+
+        ``learning`` is the scenario's ``LearningConfig``; ``rng`` is the reward model's own
+        stream (model.md 4).
+        """
+        ...
+
+    def rewards(self, tokens, indices, keep) -> np.ndarray:
+        """``r`` (T, K) float64 for tokens (T, d), chosen ``indices`` (T, K), ``keep`` (T, K)."""
+        ...
+
+    def best(self, tokens) -> np.ndarray:
+        """(T,) float64: the largest reward any expert would earn for each token."""
+        ...
+
+    def observe(self, tokens, indices, keep, kept_counts) -> None:
+        """Learn from the step's kept assignments; ``kept_counts`` (E,) int64."""
+        ...
+
+
 class CompetenceAffinityReward:
-    """model.md 1.6: ``r_ti = competence_i * affinity_ti``.
+    """model.md 1.6: ``r_ti = competence_i * affinity_ti`` (a :class:`RewardModel`).
 
     ``competence_i = 1 - exp(-N_i / competence_tokens)`` with ``N_i`` the tokens expert ``i``
     has processed (rich get richer); ``affinity_ti = (1 + cos(x_t, m_i)) / 2`` with ``m_i`` an
     EMA (rate ``knowledge_ema``) of the unit directions of the tokens it processed.
-
-    A reward model is any object with ``rewards(tokens, indices, keep) -> (T, K)``,
-    ``best(tokens) -> (T,)`` (the best reward achievable per token) and
-    ``observe(tokens, indices, keep, kept_counts)`` (learn from the step).
     """
 
     def __init__(
@@ -358,6 +422,10 @@ class CompetenceAffinityReward:
         knowledge = rng.standard_normal((n_experts, dim))
         self.knowledge = knowledge / np.linalg.norm(knowledge, axis=1, keepdims=True)
 
+    @classmethod
+    def from_config(cls, n_experts, dim, learning, rng) -> CompetenceAffinityReward:
+        return cls(n_experts, dim, learning.competence_tokens, learning.knowledge_ema, rng)
+
     @property
     def competence(self) -> np.ndarray:
         return -np.expm1(-self.processed / self.competence_tokens)
@@ -373,8 +441,6 @@ class CompetenceAffinityReward:
         return out
 
     def observe(self, tokens, indices, keep, kept_counts) -> None:
-        from moesim._jit import n_chunks_for
-
         n_experts, dim = self.knowledge.shape
         chunk_sums = np.zeros((n_chunks_for(tokens.shape[0]), n_experts, dim))
         _token_direction_sums(tokens, indices, keep, chunk_sums)
@@ -389,4 +455,6 @@ class CompetenceAffinityReward:
         self.processed += kept_counts
 
 
-REWARD_MODELS = {"competence_affinity": CompetenceAffinityReward}
+#: Reward models by the name ``learning.reward`` gives; the engine looks the model up here.
+#: The scenario schema lists the same names (a test keeps the two in step).
+REWARD_MODELS: dict[str, type[RewardModel]] = {"competence_affinity": CompetenceAffinityReward}
