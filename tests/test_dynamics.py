@@ -1,7 +1,8 @@
 """The behaviour the model must reproduce (docs/model.md section 8), on the shipped scenarios.
 
-Reduced sizes where the behaviour already shows; the bias-rate U-shape needs the full run length
-(too slow a rate is only distinguishable from the right one once the right one has converged).
+Reduced sizes where the behaviour already shows; the bias-rate study needs the full run length
+(too slow a rate is only distinguishable from the right one once the right one has converged) and
+several seeds (only what holds at every seed is asserted).
 """
 
 from __future__ import annotations
@@ -51,12 +52,36 @@ def test_aux_loss_needs_a_large_alpha_and_then_costs_specialization(reduced):
     assert strong["specialization"] < bias["specialization"] - 0.03
 
 
-def test_bias_rate_is_u_shaped_at_full_length():
-    rates = ("1e-4", "1e-3", "1e-2")
-    base = load_scenario("scenarios/collapse.yaml", ["balance.bias.enabled=true"])
+#: Seeds of the bias-rate study (docs/model.md section 8 gives the numbers of each).
+RATE_SEEDS = (0, 1, 2)
+
+
+@pytest.fixture(scope="module")
+def bias_rates():
+    """Sigmoid + bias at u = 1e-4, 1e-3, 1e-2 on collapse.yaml's router, full length, 3 seeds."""
+    base = load_scenario("scenarios/collapse.yaml", ["balance.bias.enabled=true", "variants=[]"])
     summaries = {}
-    for rate in rates:
-        scenario = load_scenario(base, [f"balance.bias.rate={rate}", "variants=[]"])
-        summaries[rate] = simulate_variant(scenario, rate).summary["max_vio_global"]
-    assert summaries["1e-3"] < summaries["1e-4"]
-    assert summaries["1e-3"] < summaries["1e-2"]
+    for seed in RATE_SEEDS:
+        for rate in ("1e-4", "1e-3", "1e-2"):
+            scenario = load_scenario(base, [f"balance.bias.rate={rate}", f"seed={seed}"])
+            summaries[rate, seed] = simulate_variant(scenario, rate).summary
+    return summaries
+
+
+@pytest.mark.slow
+def test_too_slow_a_bias_rate_is_worse_on_max_vio_global(bias_rates):
+    # Measured: 0.951 / 0.460 / 0.081 at 1e-4 against 0.050 / 0.039 / 0.043 at 1e-3.
+    for seed in RATE_SEEDS:
+        slow, right = bias_rates["1e-4", seed], bias_rates["1e-3", seed]
+        assert slow["max_vio_global"] > 1.5 * right["max_vio_global"], seed
+        assert right["verdict"] == "balanced", seed
+
+
+@pytest.mark.slow
+def test_too_fast_a_bias_rate_oscillates(bias_rates):
+    # The "too fast" half of the U shows in the bias, not in MaxVio_global: at 1e-2 MaxVio_global
+    # is 0.067 / 0.039 / 0.029, no worse than 1e-3 at two seeds of three (docs/model.md 8), so
+    # only the oscillation is asserted: 0.026 / 0.023 / 0.027 against 0.006 / 0.005 / 0.005.
+    for seed in RATE_SEEDS:
+        fast, right = bias_rates["1e-2", seed], bias_rates["1e-3", seed]
+        assert fast["bias_oscillation"] > 3 * right["bias_oscillation"], seed
