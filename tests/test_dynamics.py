@@ -79,9 +79,11 @@ def test_too_slow_a_bias_rate_is_worse_on_max_vio_global(bias_rates):
 
 @pytest.mark.slow
 def test_too_fast_a_bias_rate_oscillates(bias_rates):
-    # The "too fast" half of the U shows in the bias, not in MaxVio_global: at 1e-2 MaxVio_global
-    # is 0.067 / 0.039 / 0.029, no worse than 1e-3 at two seeds of three (docs/model.md 8), so
-    # only the oscillation is asserted: 0.026 / 0.023 / 0.027 against 0.006 / 0.005 / 0.005.
+    # The "too fast" half of the U is not in MaxVio_global: at 1e-2 it is 0.067 / 0.039 / 0.029,
+    # no worse than 1e-3 at two seeds of three (docs/model.md 8), so it is not asserted. The bias
+    # oscillates more (0.026 / 0.023 / 0.027 against 0.006 / 0.005 / 0.005), and single batches
+    # are less balanced (final MaxVio_batch 0.62 / 0.60 / 0.60 against 0.50 / 0.50 / 0.48).
     for seed in RATE_SEEDS:
         fast, right = bias_rates["1e-2", seed], bias_rates["1e-3", seed]
         assert fast["bias_oscillation"] > 3 * right["bias_oscillation"], seed
+        assert fast["final_max_vio_batch"] > 1.1 * right["final_max_vio_batch"], seed
