@@ -1048,6 +1048,11 @@ def _type_name(annotation) -> str:
         return " \\| ".join(_type_name(member) for member in typing.get_args(annotation))
     if annotation is type(None):
         return "null"
+    if origin is list:
+        (item,) = typing.get_args(annotation)
+        if typing.get_origin(item) is Literal:
+            return "list of " + " / ".join(f"`{choice}`" for choice in typing.get_args(item))
+        return f"list of {_type_name(item)}"
     text = annotation.__name__ if isinstance(annotation, type) else str(annotation)
     text = re.sub(r"\b[\w.]+\.(\w+)", r"\1", text)  # moesim.scenario.Variant -> Variant
     return text.replace("NoneType", "null").replace("|", "\\|")
