@@ -63,7 +63,8 @@ def test_tiny_suite_end_to_end(tmp_path):
     assert saved["startup"]["warm"]["median"] > 0
     assert saved["memory"]["peak_rss_mb"] > 0 and saved["memory"]["extrapolated"]
     statuses = {g["goal"]: g["status"] for g in saved["goals"]}
-    assert len(statuses) == 8 and set(statuses.values()) <= {"PASS", "MISS", "SKIP"}
+    assert len(statuses) == 8 and set(statuses.values()) <= {"PASS", "MISS", "SKIP", "BUSY"}
+    assert set(saved["meta"]["busy_elsewhere"]) == set(bench.SECTIONS)
     buffer = io.StringIO()
     bench.render(results, Console(file=buffer, width=120))
     assert "Goals" in buffer.getvalue()
@@ -82,3 +83,42 @@ def test_cli_bench_rejects_unknown_section(tmp_path):
     result = CliRunner().invoke(app, ["bench", "--sections", "routing,warp", "-o", "x.json"])
     assert result.exit_code == 2
     assert "warp" in result.output
+
+
+def test_busy_machine_turns_timing_goals_into_busy():
+    results = {
+        "meta": {"busy_elsewhere": {"step": 0.5, "routing": 0.01}},
+        "step": {
+            "blas_logits": {"median": 1.0},
+            "blas_gradient": {"median": 1.0},
+            "learning_off": {"median": 2.0},
+            "learning_on": {"median": 20.0},
+        },
+    }
+    statuses = {g["goal"]: (g["status"], g["note"]) for g in bench.evaluate_goals(results)}
+    assert {status for status, _ in statuses.values()} == {"BUSY"}
+    assert all("50%" in note for _, note in statuses.values())
+    results["meta"]["busy_elsewhere"]["step"] = 0.05
+    statuses = [g["status"] for g in bench.evaluate_goals(results)]
+    assert statuses == ["PASS", "MISS"]
+
+
+def test_busy_elsewhere_sees_another_process():
+    import os
+    import subprocess
+    import sys
+    import time
+
+    before = bench._cpu_counters()
+    if before is None:
+        pytest.skip("no /proc/stat on this system")
+    spin = "import time\nt = time.time()\nwhile time.time() - t < 1.5:\n    pass\n"
+    spinner = subprocess.Popen([sys.executable, "-c", spin])
+    try:
+        time.sleep(1.0)
+        during = bench._cpu_counters()
+    finally:
+        spinner.wait()
+    # One spinning process holds one core of the machine (more if others are busy too).
+    assert bench.busy_elsewhere(before, during) > 0.5 / os.cpu_count()
+    assert bench.busy_elsewhere(None, during) is None
