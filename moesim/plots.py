@@ -2,10 +2,13 @@
 
 Every figure function takes a :class:`ResultsData` and returns a :class:`matplotlib.figure.Figure`
 built directly (Agg, never pyplot's global state) under one style (:data:`STYLE`, applied with
-``matplotlib.rc_context``) and the Okabe-Ito colour-blind-safe palette. A figure whose data is
-absent raises :class:`FigureSkipped` with the reason; :func:`write_figures` records it and goes on.
+``matplotlib.rc_context``) and the Okabe-Ito colour-blind-safe palette without its yellow. A
+figure whose data is absent raises :class:`FigureSkipped` with the reason; :func:`write_figures`
+records it and goes on.
 
-The registry :data:`FIGURES` maps each figure's name to its function and its one-line caption.
+The registry :data:`FIGURES` maps each figure's name to its function, its one-line caption and,
+for the sweep's chosen metric, the file name (``sweep_<metric>``). Axis labels come from two
+tables: :data:`METRICS` (summary metrics) and :data:`PARAMETERS` (scenario key paths).
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ import math
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
+from typing import NamedTuple
 
 import matplotlib
 import numpy as np
@@ -25,11 +30,14 @@ from cycler import cycler
 from matplotlib import colors as mcolors
 from matplotlib import ticker
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from moesim.results import read_history, read_loads, read_summary, write_atomic
 from moesim.statistics import mean_interval
 
-#: Okabe & Ito (2008) colour-blind-safe palette, ordered for contrast on white (yellow last).
+#: Okabe & Ito (2008) colour-blind-safe palette, ordered for contrast on white. Its eighth colour,
+#: yellow #F0E442, is left out: a yellow line or a white-edged yellow marker is nearly invisible
+#: on white. Beyond 7 series the line style changes instead (:data:`LINE_STYLES`).
 OKABE_ITO = (
     "#0072B2",  # blue
     "#D55E00",  # vermillion
@@ -38,8 +46,15 @@ OKABE_ITO = (
     "#E69F00",  # orange
     "#56B4E9",  # sky blue
     "#000000",  # black
-    "#F0E442",  # yellow
 )
+#: Line styles of series 1-7, 8-14, ... (the colours repeat, the style does not).
+LINE_STYLES = ("-", "--", ":", "-.")
+#: Markers of series (scatter points and line markers).
+MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+#: The scenario key of the score function, and its line style and marker in every figure, so
+#: sigmoid and softmax variants of the same balancing share a colour and differ in style.
+SCORE_KEY = "router.score"
+SCORE_STYLES = {"sigmoid": ("-", "o"), "softmax": ("--", "s"), "softmax_after_topk": (":", "^")}
 
 #: The one style of every moesim figure.
 STYLE = {
@@ -53,7 +68,7 @@ STYLE = {
     "legend.frameon": False,
     "figure.titlesize": 11,
     "figure.titleweight": "bold",
-    "axes.prop_cycle": cycler(color=OKABE_ITO),
+    "axes.prop_cycle": cycler(linestyle=LINE_STYLES) * cycler(color=OKABE_ITO),
     "axes.spines.top": False,
     "axes.spines.right": False,
     "axes.grid": True,
@@ -74,19 +89,108 @@ FORMATS = ("png", "svg", "pdf")
 NEUTRAL = "#7f7f7f"
 HEATMAP_CMAP = "PuOr_r"  # diverging, colour-blind safe: orange above fair share, purple below
 BAND_ALPHA = 0.22
+#: Lines per sweep panel: one per colour. More combinations are split into panels (facets).
+MAX_LINES = len(OKABE_ITO)
+#: Panels per swept parameter; a grid that needs more is named in a note instead of drawn.
+MAX_FACETS = 6
 
 #: Sweep columns that are neither swept parameters nor metrics.
 SWEEP_BOOKKEEPING = {"seed", "point", "run", "replicate", "variant", "error", "status", "id"}
 
-#: Sweep metrics drawn against each swept parameter: column, axis label, log-y allowed.
-SWEEP_METRICS = (
-    ("max_vio_global", "MaxVio_global (max/mean - 1)", True),
-    ("final_max_vio_batch", "final MaxVio_batch (max/mean - 1)", True),
-    ("starved", "starved experts (count)", False),
-    ("specialization", "specialization (MI / H(cluster))", False),
-    ("quality", "quality (mean reward)", False),
-    ("drop_rate", "assignment drop rate (%)", False),
+
+class Metric(NamedTuple):
+    """How a summary metric is shown: axis label (with units), table header, scale and range."""
+
+    label: str
+    title: str
+    percent: bool = False  # stored as a fraction, shown in %
+    log: bool = False  # log y allowed when the means span more than 30x
+    low: float | None = 0.0  # the metric's range (stored units): bands are clipped to it
+    high: float | None = None
+
+
+#: Summary metrics (docs/model.md section 6), in the order of the report's tables.
+METRICS = {
+    "max_vio_global": Metric("MaxVio_global (max / mean load − 1)", "MaxVio global", log=True),
+    "mean_max_vio_batch": Metric(
+        "mean MaxVio_batch (max / mean load − 1)", "MaxVio batch (mean)", log=True
+    ),
+    "final_max_vio_batch": Metric(
+        "final MaxVio_batch (max / mean load − 1)", "MaxVio batch (final)", log=True
+    ),
+    "cv": Metric("CV of expert loads (std / mean)", "CV"),
+    "gini": Metric("Gini of expert loads (0 = equal)", "Gini", high=1.0),
+    "entropy": Metric("load entropy (H / log E; 1 = uniform)", "entropy", high=1.0),
+    "starved": Metric("starved experts (count)", "starved"),
+    "top10_share": Metric("load of the top 10% of experts (%)", "top-10% share", True, high=1.0),
+    "drop_rate": Metric("assignments dropped (%)", "drop rate (assign.)", True, high=1.0),
+    "token_drop_rate": Metric("tokens dropped (%)", "drop rate (tokens)", True, high=1.0),
+    "final_drop_rate": Metric(
+        "assignments dropped, final window (%)", "drop rate (final)", True, high=1.0
+    ),
+    "steps_to_balance": Metric("steps to balance (steps)", "steps to balance"),
+    "bias_oscillation": Metric("bias oscillation (bias units)", "bias oscillation"),
+    "fidelity": Metric("routing fidelity (share of unbiased top-K)", "fidelity", high=1.0),
+    "specialization": Metric("specialization (MI / H(cluster))", "specialization", high=1.0),
+    "quality": Metric("quality (mean reward of chosen experts)", "quality", low=None),
+    "quality_ratio": Metric("quality ratio (quality / best expert)", "quality ratio", low=None),
+}
+
+#: Metrics of the sweep overview figure, in panel order (the chosen metric comes first).
+SWEEP_OVERVIEW_METRICS = (
+    "max_vio_global",
+    "final_max_vio_batch",
+    "starved",
+    "drop_rate",
+    "specialization",
+    "quality",
 )
+
+#: Scenario key paths that sweeps vary: (axis label with units, short name for legends).
+PARAMETERS = {
+    "balance.bias.rate": ("bias update rate u (bias units per update)", "u"),
+    "balance.bias.every": ("steps per bias update (steps)", "bias every"),
+    "balance.bias.rule": ("bias update rule", "rule"),
+    "balance.bias.enabled": ("expert bias on", "bias"),
+    "balance.aux.alpha": ("auxiliary-loss coefficient α", "α"),
+    "balance.aux.z_loss": ("z-loss coefficient β", "β"),
+    "balance.aux.kind": ("auxiliary loss", "aux"),
+    "capacity.factor": ("capacity factor (× fair share T·K/E)", "capacity factor"),
+    "capacity.policy": ("capacity overflow policy", "policy"),
+    "router.score": ("score function", "score"),
+    "router.top_k": ("experts per token K", "K"),
+    "router.experts": ("routed experts E", "E"),
+    "router.groups": ("expert groups G", "G"),
+    "router.topk_groups": ("groups kept per token", "groups kept"),
+    "router.init_skew": ("initial router skew", "skew"),
+    "tokens.tokens_per_step": ("tokens per step T", "T"),
+    "tokens.source": ("token source", "source"),
+    "tokens.clusters": ("token domains C", "C"),
+    "tokens.zipf_exponent": ("Zipf exponent s of the domain weights", "s"),
+    "tokens.separation": ("domain separation", "separation"),
+    "tokens.seq_coherence": ("sequence coherence", "coherence"),
+    "learning.rate": ("router learning rate", "learning rate"),
+    "learning.competence_tokens": ("tokens to competence (tokens)", "competence tokens"),
+    "variant": ("variant", "variant"),
+}
+
+#: Sweep figures, drawn at the end of ``moesim sweep``.
+SWEEP_FIGURES = ("sweep_chosen_metric", "sweep_metrics", "drop_vs_capacity", "tradeoff")
+
+
+def metric_spec(name: str) -> Metric:
+    """:data:`METRICS` entry of ``name``; an unknown metric is shown by name, range unknown."""
+    return METRICS.get(name) or Metric(name.replace("_", " "), name, low=None)
+
+
+def parameter_label(key: str) -> str:
+    """Axis label of a scenario key path (the key path itself when it is not in the table)."""
+    return PARAMETERS[key][0] if key in PARAMETERS else key
+
+
+def parameter_short(key: str) -> str:
+    """Legend name of a scenario key path: ``u``, ``score``, ... (else its last part)."""
+    return PARAMETERS[key][1] if key in PARAMETERS else key.rsplit(".", 1)[-1]
 
 
 class FigureSkipped(Exception):
@@ -99,7 +203,7 @@ class NotResultsError(ValueError):
 
 @dataclass
 class Plot:
-    """A drawn figure with its registry name and one-line caption."""
+    """A drawn figure with its file name (without extension) and one-line caption."""
 
     name: str
     figure: Figure
@@ -123,6 +227,8 @@ class ResultsData:
         ``sweep.csv`` columns: floats where every cell parses as a number, else strings.
     sweep_params : list[str]
         Swept parameters (key paths such as ``balance.bias.rate``).
+    sweep_summary : dict or None
+        ``sweep_summary.json``: grid, seeds, the chosen metric and direction, the best point.
     """
 
     path: Path
@@ -148,6 +254,33 @@ class ResultsData:
     def _first_column(self):
         return next(iter(self.sweep.values())) if self.sweep else []
 
+    @property
+    def sweep_metric(self) -> tuple[str, bool] | None:
+        """The sweep's chosen metric and whether lowest is best, from ``sweep_summary.json``."""
+        summary = self.sweep_summary or {}
+        metric = summary.get("metric")
+        if not isinstance(metric, str) or not metric:
+            return None
+        return metric, bool(summary.get("minimize", True))
+
+    @property
+    def sweep_keys(self) -> list[str]:
+        """Columns that tell sweep points apart: the swept parameters, and the variant when the
+        scenario has more than one."""
+        if not self.is_sweep:
+            return []
+        keys = [p for p in self.sweep_params if p in self.sweep]
+        if "variant" in self.sweep and len(set(self.sweep["variant"].tolist())) > 1:
+            keys.append("variant")
+        return keys
+
+    @property
+    def seeds(self) -> list:
+        """The distinct seeds of the sweep's rows, sorted."""
+        if not self.is_sweep or "seed" not in self.sweep:
+            return []
+        return sorted({_hashable(s) for s in self.sweep["seed"].tolist()}, key=str)
+
     def variant_history(self, name: str) -> dict[str, np.ndarray]:
         """History columns of one variant (rows of the tidy table with ``variant == name``)."""
         if self.history is None:
@@ -155,21 +288,62 @@ class ResultsData:
         mask = self.history["variant"] == name
         return {key: values[mask] for key, values in self.history.items() if key != "variant"}
 
-    def scenario_value(self, key_path: str):
-        """A value of the resolved scenario by key path (None when unknown)."""
+    @cached_property
+    def scenario_dict(self) -> dict:
+        """The resolved scenario as a mapping (empty when absent or unreadable)."""
         if not self.resolved_yaml:
-            return None
+            return {}
         try:
             import yaml
 
             node = yaml.safe_load(self.resolved_yaml)
         except Exception:
-            return None
+            return {}
+        return node if isinstance(node, dict) else {}
+
+    def scenario_value(self, key_path: str):
+        """A value of the resolved (base) scenario by key path (None when unknown)."""
+        node = self.scenario_dict
         for key in key_path.split("."):
             if not isinstance(node, dict) or key not in node:
                 return None
             node = node[key]
         return node
+
+    def variant_settings(self, name: str) -> dict:
+        """What a variant sets (key path -> value), plus its score function when known.
+
+        From the ``variants`` of the resolved scenario; ``{}`` (and the base score) for a
+        variant it does not list.
+        """
+        settings: dict = {}
+        for entry in self.scenario_dict.get("variants") or []:
+            if isinstance(entry, dict) and entry.get("name") == name:
+                settings = {
+                    k: v for k, v in _flatten(entry).items() if k not in ("name", "description")
+                }
+                break
+        score = settings.get(SCORE_KEY, self.scenario_value(SCORE_KEY))
+        if score is not None:
+            settings[SCORE_KEY] = score
+        return settings
+
+    def variant_value(self, name: str, key_path: str):
+        """A variant's value of a key path: its own setting, else the base scenario's."""
+        settings = self.variant_settings(name)
+        return settings[key_path] if key_path in settings else self.scenario_value(key_path)
+
+
+def _flatten(node: dict, prefix: str = "") -> dict:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists and empty mappings are values)."""
+    flat = {}
+    for key, value in node.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, path + "."))
+        else:
+            flat[path] = value
+    return flat
 
 
 # --------------------------------------------------------------------------------- loading
@@ -278,6 +452,8 @@ def style():
 
 def new_figure(height: float, width: float = WIDTH) -> Figure:
     """An Agg figure of ``width x height`` inches with constrained layout (exact pixel size)."""
+    # Whole pixels: Agg truncates a fractional size, and the PNG would be a pixel short.
+    width, height = (round(size * DPI) / DPI for size in (width, height))
     return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
 
 
@@ -325,6 +501,7 @@ def _note(ax, text: str) -> None:
         va="center",
         color=NEUTRAL,
         fontsize=9,
+        wrap=True,
         bbox={"boxstyle": "round,pad=0.4", "facecolor": "white", "edgecolor": "#cccccc"},
     )
 
@@ -344,7 +521,16 @@ def _legend_below(fig: Figure, ax, max_cols: int = 2) -> None:
     """One legend under the axes (outside the data, so it never hides a line)."""
     handles, labels = ax.get_legend_handles_labels()
     if labels:
-        fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), max_cols))
+        ncol = legend_columns(labels, fig.get_figwidth(), max_cols)
+        fig.legend(handles, labels, loc="outside lower center", ncol=ncol)
+
+
+def legend_columns(labels: list[str], width: float, max_cols: int = 4) -> int:
+    """Columns of a legend under a figure ``width`` inches wide that keep it inside the figure:
+    about 0.065 in per character of the longest label at 8 pt, plus 0.55 in for the handle."""
+    longest = max((len(label) for label in labels), default=1)
+    fits = int(width // (0.55 + 0.065 * longest))
+    return max(1, min(len(labels), max_cols, fits))
 
 
 def _grid_shape(n: int, max_cols: int = 3) -> tuple[int, int]:
@@ -352,9 +538,84 @@ def _grid_shape(n: int, max_cols: int = 3) -> tuple[int, int]:
     return math.ceil(n / cols), cols
 
 
-def _hide_unused(axes, used: int) -> None:
-    for ax in list(np.ravel(axes))[used:]:
-        ax.set_visible(False)
+def _hide_unused(axes, used: int, xlabel: str | None = None) -> None:
+    """Hide the panels after the first ``used``; the panel above a hidden one gets the x tick
+    labels (and ``xlabel``) that shared x axes only show on the bottom row."""
+    grid = np.atleast_2d(axes)
+    for index, ax in enumerate(grid.ravel()):
+        if index >= used:
+            ax.set_visible(False)
+    rows, cols = grid.shape
+    for col in range(cols):
+        used_rows = [r for r in range(rows) if r * cols + col < used]
+        if used_rows and used_rows[-1] < rows - 1:
+            ax = grid[used_rows[-1], col]
+            ax.tick_params(axis="x", labelbottom=True)
+            if xlabel:
+                ax.set_xlabel(xlabel)
+
+
+@dataclass(frozen=True)
+class SeriesStyle:
+    """Colour, line style and marker of one series (a variant, or a line of a sweep)."""
+
+    color: str
+    linestyle: str
+    marker: str
+
+    @property
+    def line(self) -> dict:
+        return {"color": self.color, "linestyle": self.linestyle}
+
+
+def series_styles(settings: list[dict]) -> list[SeriesStyle]:
+    """A distinct style for each series, described by its settings (key path -> value).
+
+    When the series differ in the score function (``router.score``), the score sets the line
+    style and the marker (:data:`SCORE_STYLES`) and the other settings the colour, so the same
+    balancing under sigmoid and softmax shares a colour (when the score is the only difference,
+    it sets the colour too). Otherwise the colours go in order and the line style (and marker)
+    changes every 7 series.
+    """
+    scores = [s.get(SCORE_KEY) for s in settings]
+    rest = [_settings_key({k: v for k, v in s.items() if k != SCORE_KEY}) for s in settings]
+    groups = list(dict.fromkeys(rest))
+    by_score = (
+        len(set(scores)) > 1
+        and all(score in SCORE_STYLES for score in scores)
+        and len(groups) <= len(OKABE_ITO)
+        and len(set(zip(scores, rest, strict=True))) == len(settings)
+    )
+    # When the score is all that differs, it sets the colour as well (bands need colours).
+    colour_keys = groups if len(groups) > 1 else list(dict.fromkeys(scores))
+    styles = []
+    for i, (score, key) in enumerate(zip(scores, rest, strict=True)):
+        if by_score:
+            linestyle, marker = SCORE_STYLES[score]
+            colour = OKABE_ITO[colour_keys.index(key if len(groups) > 1 else score)]
+            styles.append(SeriesStyle(colour, linestyle, marker))
+        else:
+            cycle = i // len(OKABE_ITO)
+            styles.append(
+                SeriesStyle(
+                    OKABE_ITO[i % len(OKABE_ITO)],
+                    LINE_STYLES[cycle % len(LINE_STYLES)],
+                    # Shifted each cycle, so a colour never repeats with the same marker.
+                    MARKERS[(i + cycle) % len(MARKERS)],
+                )
+            )
+    return styles
+
+
+def _settings_key(settings: dict) -> tuple:
+    return tuple(sorted((k, repr(v)) for k, v in settings.items()))
+
+
+def variant_styles(data: ResultsData) -> dict[str, SeriesStyle]:
+    """Variant name -> its style in every run figure (see :func:`series_styles`)."""
+    names = [str(s["variant"]) for s in data.variants]
+    styles = series_styles([data.variant_settings(name) for name in names])
+    return dict(zip(names, styles, strict=True))
 
 
 # --------------------------------------------------------------------------- run figures
@@ -414,7 +675,7 @@ def load_heatmap(data: ResultsData) -> Figure:
         ax.set_xlabel("step")
     for ax in axes[:, 0]:
         ax.set_ylabel("expert rank\n(by final-window load)")
-    _hide_unused(axes, len(panels))
+    _hide_unused(axes, len(panels), xlabel="step")
     ticks = np.arange(-limit, limit + 1)
     colorbar = fig.colorbar(
         mesh, ax=axes.ravel().tolist(), shrink=0.9, aspect=30, pad=0.02, extend="both"
@@ -440,6 +701,7 @@ def max_vio_over_steps(data: ResultsData) -> Figure:
     ax = fig.subplots()
     floor = 1e-3
     drawn = False
+    styles = variant_styles(data)
     for summary in variants:
         history = data.variant_history(summary["variant"])
         if not len(history.get("step", [])):
@@ -448,7 +710,7 @@ def max_vio_over_steps(data: ResultsData) -> Figure:
         label = (
             f"{summary['variant']} (MaxVio_global {format_number(summary.get('max_vio_global'))})"
         )
-        ax.plot(history["step"], values, label=label, alpha=0.9)
+        ax.plot(history["step"], values, label=label, alpha=0.9, **styles[summary["variant"]].line)
         drawn = True
     if not drawn:
         raise FigureSkipped("no recorded steps")
@@ -524,6 +786,7 @@ def lorenz_curves(data: ResultsData) -> Figure:
     ax = fig.subplots()
     ax.plot([0, 100], [0, 100], color=NEUTRAL, linestyle="--", linewidth=1.0, label="equality")
     drawn = False
+    styles = variant_styles(data)
     for summary in variants:
         arrays = loads.get(summary["variant"])
         if arrays is None:
@@ -536,7 +799,8 @@ def lorenz_curves(data: ResultsData) -> Figure:
         gini = summary.get("gini")
         if gini is None:
             gini = _gini(final)
-        ax.plot(fraction, share, label=f"{summary['variant']} (Gini {format_number(gini)})")
+        label = f"{summary['variant']} (Gini {format_number(gini)})"
+        ax.plot(fraction, share, label=label, **styles[summary["variant"]].line)
         drawn = True
     if not drawn:
         raise FigureSkipped("no final-window loads")
@@ -562,6 +826,7 @@ def drop_rate_over_steps(data: ResultsData) -> Figure:
     fig = new_figure(3.4)
     ax = fig.subplots()
     any_drops = False
+    styles = variant_styles(data)
     for summary in variants:
         history = data.variant_history(summary["variant"])
         if not len(history.get("step", [])):
@@ -572,7 +837,7 @@ def drop_rate_over_steps(data: ResultsData) -> Figure:
         limit = "no capacity limit" if capacity is None else f"capacity {capacity}/expert"
         average = format_number(100 * float(summary.get("drop_rate") or 0.0), 2)
         label = f"{summary['variant']} ({limit}, {average}% dropped)"
-        ax.plot(history["step"], rate, label=label, alpha=0.9)
+        ax.plot(history["step"], rate, label=label, alpha=0.9, **styles[summary["variant"]].line)
     if not any_drops:
         ax.set_ylim(-0.25, 5)
         _note(ax, "no assignment was dropped")
@@ -587,32 +852,22 @@ def drop_rate_over_steps(data: ResultsData) -> Figure:
     return fig
 
 
-MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
-
-
 def tradeoff(data: ResultsData) -> Figure:
-    """Specialization (and quality) against MaxVio_global: one point per variant or sweep point.
+    """Specialization and quality against MaxVio_global: one point per variant or sweep point.
 
-    A run: one colour and marker per variant. A sweep: colour = value of the first swept
-    parameter, marker = value of the second (means over seeds).
+    A run: each variant in its style (:func:`variant_styles`). A sweep: means over seeds; colour
+    is one swept parameter, the marker another (the score function when it is swept).
     """
-    points, colour_title, marker_title = _tradeoff_points(data)
-    has_quality = any(np.isfinite(p["quality"]) for p in points)
-    has_spec = any(np.isfinite(p["specialization"]) for p in points)
-    if not has_spec and not has_quality:
-        raise FigureSkipped("no specialization or quality metric (a single token cluster?)")
+    points, handles, labels, note = _tradeoff_points(data)
     panels = [
-        (key, label)
-        for key, label, present in (
-            ("specialization", "specialization (MI / H(cluster))", has_spec),
-            ("quality", "quality (mean reward of chosen experts)", has_quality),
-        )
-        if present
+        (key, metric_spec(key).label)
+        for key in ("specialization", "quality")
+        if any(np.isfinite(p[key]) for p in points)
     ]
+    if not panels:
+        raise FigureSkipped("no specialization or quality metric (a single token cluster?)")
     fig = new_figure(4.0, width=WIDTH if len(panels) > 1 else 5.5)
     axes = np.atleast_1d(fig.subplots(1, len(panels), squeeze=False)).ravel()
-    colour_keys = list(dict.fromkeys(p["colour"] for p in points))
-    marker_keys = list(dict.fromkeys(p["marker"] for p in points))
     xs = np.array([p["max_vio_global"] for p in points])
     log_x = xs.min() > 0 and xs.max() / xs.min() > 10
     for ax, (key, ylabel) in zip(axes, panels, strict=True):
@@ -622,9 +877,9 @@ def tradeoff(data: ResultsData) -> Figure:
             ax.scatter(
                 max(p["max_vio_global"], 1e-4),
                 p[key],
-                s=42,
-                color=OKABE_ITO[colour_keys.index(p["colour"]) % len(OKABE_ITO)],
-                marker=MARKERS[marker_keys.index(p["marker"]) % len(MARKERS)],
+                s=46,
+                color=p["color"],
+                marker=p["marker"],
                 edgecolor="white",
                 linewidth=0.6,
                 zorder=3,
@@ -643,79 +898,95 @@ def tradeoff(data: ResultsData) -> Figure:
             ax.set_xscale("log")
             ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
         ax.margins(x=0.12, y=0.12)
-        ax.set_xlabel("MaxVio_global (max/mean - 1; left is balanced)")
-        ax.set_ylabel(ylabel)
-    handles, labels = _tradeoff_legend(colour_keys, marker_keys, colour_title, marker_title)
-    fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 4))
-    _title(fig, data, "balance versus specialization trade-off")
+        ax.set_xlabel("MaxVio_global (max / mean load − 1)\nleft is balanced")
+        ax.set_ylabel(_two_lines(ylabel))
+    ncol = legend_columns(labels, fig.get_figwidth())
+    fig.legend(handles, labels, loc="outside lower center", ncol=ncol, title=note)
+    what = " and ".join(key for key, _ in panels)
+    _title(fig, data, f"balance versus {what}")
     return fig
 
 
-def _tradeoff_legend(colour_keys, marker_keys, colour_title, marker_title):
-    from matplotlib.lines import Line2D
-
-    def proxy(colour, marker):
-        return Line2D(
-            [], [], linestyle="", marker=marker, markersize=6, color=colour, markeredgecolor="white"
-        )
-
-    if marker_title is None and colour_title is None:  # a run: colour and marker per variant
-        return (
-            [
-                proxy(OKABE_ITO[i % len(OKABE_ITO)], MARKERS[i % len(MARKERS)])
-                for i in range(len(colour_keys))
-            ],
-            list(colour_keys),
-        )
-    handles = [proxy(OKABE_ITO[i % len(OKABE_ITO)], "o") for i in range(len(colour_keys))]
-    labels = [_short(colour_title, k) for k in colour_keys]
-    if marker_title is not None:
-        handles += [proxy(NEUTRAL, MARKERS[i % len(MARKERS)]) for i in range(len(marker_keys))]
-        labels += [_short(marker_title, k) for k in marker_keys]
-    return handles, labels
+def _marker_proxy(color: str, marker: str) -> Line2D:
+    return Line2D(
+        [], [], linestyle="", marker=marker, markersize=6, color=color, markeredgecolor="white"
+    )
 
 
-def _tradeoff_points(data: ResultsData) -> tuple[list[dict], str | None, str | None]:
-    """Points ``{max_vio_global, specialization, quality, colour, marker}`` and legend titles."""
+def _tradeoff_points(data: ResultsData):
+    """Points ``{max_vio_global, specialization, quality, color, marker}``, legend handles and
+    labels, and a legend title naming what points of the same look still differ in."""
     nan = float("nan")
-    if data.is_sweep:
-        sweep = data.sweep
-        keys = [c for c in (*data.sweep_params, "variant") if c in sweep]
-        colour_title = keys[0] if keys else None
-        marker_title = keys[1] if len(keys) > 1 else None
-        points = []
-        for combo, rows in _group_rows(sweep, keys):
-            values = dict(combo)
-            entry = {
-                "colour": values.get(colour_title, ""),
-                "marker": values.get(marker_title, ""),
+    if not data.is_sweep:
+        styles = variant_styles(data)
+        points = [
+            {
+                "max_vio_global": _float(summary.get("max_vio_global")),
+                "specialization": _float(summary.get("specialization")),
+                "quality": _float(summary.get("quality")),
+                "color": styles[summary["variant"]].color,
+                "marker": styles[summary["variant"]].marker,
             }
-            for metric in ("max_vio_global", "specialization", "quality"):
-                column = sweep.get(metric)
-                if column is None or column.dtype == object:
-                    entry[metric] = nan
-                    continue
-                finite = column[rows][np.isfinite(column[rows])]
-                entry[metric] = float(finite.mean()) if finite.size else nan
-            points.append(entry)
+            for summary in _require_run(data)
+        ]
         points = [p for p in points if np.isfinite(p["max_vio_global"])]
         if not points:
-            raise FigureSkipped("sweep.csv has no finite MaxVio_global")
-        return points, colour_title, marker_title
-    points = [
-        {
-            "colour": summary["variant"],
-            "marker": summary["variant"],
-            "max_vio_global": _float(summary.get("max_vio_global")),
-            "specialization": _float(summary.get("specialization")),
-            "quality": _float(summary.get("quality")),
+            raise FigureSkipped("no variant has a finite MaxVio_global")
+        handles = [_marker_proxy(s.color, s.marker) for s in styles.values()]
+        return points, handles, list(styles), None
+    sweep = data.sweep
+    keys = data.sweep_keys
+    if not keys:
+        raise FigureSkipped("sweep.csv names no swept parameter")
+    # The score function takes the marker (as in every figure); the other parameter the colour.
+    if SCORE_KEY in keys and len(keys) > 1:
+        marker_key = SCORE_KEY
+    else:
+        marker_key = keys[1] if len(keys) > 1 else None
+    colour_key = next(k for k in keys if k != marker_key)
+    extra = [k for k in keys if k not in (colour_key, marker_key)]
+    colour_values = [combo[0][1] for combo, _ in group_rows(sweep, [colour_key])]
+    colours = dict(zip(colour_values, _value_colours(len(colour_values)), strict=True))
+    marker_values = (
+        [combo[0][1] for combo, _ in group_rows(sweep, [marker_key])] if marker_key else []
+    )
+    markers = {
+        v: SCORE_STYLES[v][1]
+        if marker_key == SCORE_KEY and v in SCORE_STYLES
+        else MARKERS[i % len(MARKERS)]
+        for i, v in enumerate(marker_values)
+    }
+    points = []
+    for combo, rows in group_rows(sweep, keys):
+        values = dict(combo)
+        entry = {
+            "color": colours[values[colour_key]],
+            "marker": markers.get(values.get(marker_key), "o"),
         }
-        for summary in _require_run(data)
-    ]
+        for metric in ("max_vio_global", "specialization", "quality"):
+            column = sweep.get(metric)
+            numeric = column is not None and column.dtype != object
+            entry[metric] = interval(column[rows])[0] if numeric else nan
+        points.append(entry)
     points = [p for p in points if np.isfinite(p["max_vio_global"])]
     if not points:
-        raise FigureSkipped("no variant has a finite MaxVio_global")
-    return points, None, None
+        raise FigureSkipped("sweep.csv has no finite MaxVio_global")
+    handles = [_marker_proxy(colours[v], "o") for v in colour_values]
+    labels = [_short(colour_key, v) for v in colour_values]
+    handles += [_marker_proxy(NEUTRAL, markers[v]) for v in marker_values]
+    labels += [_short(marker_key, v) for v in marker_values]
+    note = "means over seeds"
+    if extra:
+        note += "; points alike also differ in " + ", ".join(parameter_short(k) for k in extra)
+    return points, handles, labels, note
+
+
+def _value_colours(n: int) -> list:
+    """``n`` colours: the palette, or for more values than it has a colour-blind-safe sequence
+    (viridis, stopping short of its pale yellow end)."""
+    if n <= len(OKABE_ITO):
+        return list(OKABE_ITO[:n])
+    return [mcolors.to_hex(c) for c in matplotlib.colormaps["viridis"](np.linspace(0, 0.82, n))]
 
 
 def _float(value) -> float:
@@ -726,20 +997,25 @@ def _float(value) -> float:
 
 
 def _short(key: str, value) -> str:
-    name = key.rsplit(".", 1)[-1]
-    return f"{name}={_value_text(value)}"
+    return f"{parameter_short(key)}={value_text(value)}"
 
 
-def _value_text(value) -> str:
+def _combo_label(combo: tuple) -> str:
+    return ", ".join(_short(k, v) for k, v in combo)
+
+
+def value_text(value) -> str:
+    if value is None:
+        return "none"
     if isinstance(value, (float, np.floating)):
         value = float(value)
         if value.is_integer() and abs(value) < 1e6:
             return str(int(value))
-        return f"{value:g}"
+        return f"{value:.4g}"
     return str(value)
 
 
-def _group_rows(columns: dict, keys: list[str]) -> list[tuple[tuple, np.ndarray]]:
+def group_rows(columns: dict, keys: list[str]) -> list[tuple[tuple, np.ndarray]]:
     """Rows grouped by the values of ``keys``: ``[(((key, value), ...), row indices)]``, sorted."""
     n = len(next(iter(columns.values()))) if columns else 0
     groups: dict[tuple, list[int]] = {}
@@ -751,12 +1027,23 @@ def _group_rows(columns: dict, keys: list[str]) -> list[tuple[tuple, np.ndarray]
 
 def _hashable(value):
     if isinstance(value, (float, np.floating)):
-        return float(value)
+        # NaN (a null parameter) is one group, not one per row (NaN != NaN).
+        return None if math.isnan(value) else float(value)
     return value
 
 
 def _sort_key(combo: tuple) -> tuple:
-    return tuple((0, v, "") if isinstance(v, float) else (1, 0.0, str(v)) for _, v in combo)
+    return tuple(
+        (0, v, "") if isinstance(v, float) else (2, 0.0, "") if v is None else (1, 0.0, str(v))
+        for _, v in combo
+    )
+
+
+def same_value(a, b) -> bool:
+    """Equal sweep values: numbers within rounding (JSON and CSV spell floats alike), else text."""
+    if isinstance(a, (int, float, np.number)) and isinstance(b, (int, float, np.number)):
+        return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=0.0)
+    return str(a) == str(b)
 
 
 # ------------------------------------------------------------------------- sweep figures
@@ -775,128 +1062,461 @@ def interval(values: np.ndarray) -> tuple[float, float, int]:
     return mean_interval(values)
 
 
-def sweep_panel(ax, sweep: dict, x_key: str, metric: str, other_keys: list[str], log_y: bool):
-    """Mean line and 95% band of ``metric`` versus ``x_key``, one line per other-key combination."""
-    scale = 100.0 if metric == "drop_rate" else 1.0
+def _x_parameters(data: ResultsData) -> list[str]:
+    """Swept parameters drawn on x: the numeric ones (all of them when none is numeric)."""
+    present = [p for p in data.sweep_params if p in data.sweep]
+    return [p for p in present if data.sweep[p].dtype != object] or present
+
+
+@dataclass
+class SweepLayout:
+    """How the sweep is drawn against one parameter ``x_key``.
+
+    The other parameters (and the variant) are split into ``line_keys``, one line per value
+    combination (at most :data:`MAX_LINES`), and ``facet_keys``, one panel per combination:
+    lines are never pooled, so no line averages over, say, sigmoid and softmax.
+    """
+
+    x_key: str
+    facet_keys: list[str]
+    facets: list[tuple[tuple, np.ndarray]]  # (facet combination, its rows of sweep.csv)
+    line_keys: list[str]
+    styles: dict[tuple, SeriesStyle]  # line combination -> style, the same in every panel
+    categories: list[str]  # x values when x is not numeric
+
+    @property
+    def too_many_facets(self) -> bool:
+        return len(self.facets) > MAX_FACETS
+
+
+def sweep_layout(data: ResultsData, x_key: str) -> SweepLayout:
+    """Lines and facets of the panels against ``x_key`` (see :class:`SweepLayout`)."""
+    sweep = data.sweep
+    line_keys = [k for k in data.sweep_keys if k != x_key]
+    facet_keys: list[str] = []
+    while line_keys and len(group_rows(sweep, line_keys)) > MAX_LINES:
+        # Facet by the parameter with the fewest values (a text one such as the score on ties).
+        key = min(line_keys, key=lambda k: (len(group_rows(sweep, [k])), sweep[k].dtype != object))
+        line_keys.remove(key)
+        facet_keys.append(key)
+    n = len(sweep[x_key])
+    facets = group_rows(sweep, facet_keys) if facet_keys else [((), np.arange(n))]
+    combos = [combo for combo, _ in group_rows(sweep, line_keys)] if line_keys else [()]
+    styles = dict(zip(combos, series_styles([dict(c) for c in combos]), strict=True))
     x_column = sweep[x_key]
-    categorical = x_column.dtype == object
-    categories = sorted({str(v) for v in x_column}) if categorical else []
-    groups = _group_rows(sweep, other_keys) if other_keys else [((), np.arange(len(x_column)))]
-    pooled = len(groups) > 7
-    if pooled:
-        groups = [((), np.arange(len(x_column)))]
-    all_y = []
-    for colour_index, (combo, rows) in enumerate(groups):
-        by_x = _group_rows({"x": x_column[rows]}, ["x"])
+    categories = sorted({str(v) for v in x_column}) if x_column.dtype == object else []
+    return SweepLayout(x_key, facet_keys, facets, line_keys, styles, categories)
+
+
+def sweep_panel(ax, sweep: dict, layout: SweepLayout, rows: np.ndarray, metric: str) -> list:
+    """Mean line and 95% band of ``metric`` against ``layout.x_key`` over ``rows``, one line per
+    line combination; bands are clipped to the metric's range. Returns the means drawn."""
+    spec = metric_spec(metric)
+    scale = 100.0 if spec.percent else 1.0
+    sub = {key: column[rows] for key, column in sweep.items()}
+    groups = group_rows(sub, layout.line_keys) if layout.line_keys else [((), np.arange(len(rows)))]
+    drawn = []
+    for combo, indices in groups:
         xs, means, halves = [], [], []
-        for ((_, x_value),), sub in by_x:
-            mean, half, _ = interval(sweep[metric][rows][sub] * scale)
+        for ((_, x_value),), inner in group_rows({"x": sub[layout.x_key][indices]}, ["x"]):
+            if x_value is None:
+                continue  # a null parameter value has no place on the x axis
+            mean, half, _ = interval(sub[metric][indices][inner] * scale)
             if not math.isfinite(mean):
                 continue
-            xs.append(categories.index(str(x_value)) if categorical else float(x_value))
+            xs.append(layout.categories.index(str(x_value)) if layout.categories else x_value)
             means.append(mean)
             halves.append(half)
         if not xs:
             continue
-        xs, means, halves = np.array(xs), np.array(means), np.array(halves)
-        colour = OKABE_ITO[colour_index % len(OKABE_ITO)]
-        label = ", ".join(_short(k, v) for k, v in combo) if combo else None
-        if pooled:
-            label = "mean over the other parameters"
-        ax.plot(xs, means, marker="o", markersize=3.5, color=colour, label=label)
+        xs, means, halves = np.array(xs, dtype=float), np.array(means), np.array(halves)
         low, high = means - halves, means + halves
-        if log_y:
-            low = np.maximum(low, means * 0.05)
-        ax.fill_between(xs, low, high, color=colour, alpha=BAND_ALPHA, linewidth=0)
-        all_y.extend(means[np.isfinite(means)])
-    if categorical:
-        ax.set_xticks(range(len(categories)), categories)
+        if spec.low is not None:
+            low = np.maximum(low, spec.low * scale)
+        if spec.high is not None:
+            high = np.minimum(high, spec.high * scale)
+        style = layout.styles[combo]
+        if layout.categories:
+            # Categories have no order to interpolate along: points with error bars, side by
+            # side, instead of a line and a band.
+            ax.errorbar(
+                xs + _dodge(layout, combo),
+                means,
+                yerr=[means - low, high - means],
+                fmt=style.marker,
+                markersize=4,
+                capsize=3,
+                color=style.color,
+            )
+        else:
+            ax.plot(xs, means, marker=style.marker, markersize=3.5, **style.line)
+            ax.fill_between(xs, low, high, color=style.color, alpha=BAND_ALPHA, linewidth=0)
+        drawn.extend(means)
+    if layout.categories:
+        ax.set_xticks(range(len(layout.categories)), layout.categories)
     else:
-        finite_x = x_column[np.isfinite(x_column)]
+        finite_x = sweep[layout.x_key][np.isfinite(sweep[layout.x_key])]
         if finite_x.size and finite_x.min() > 0 and finite_x.max() / finite_x.min() > 10:
             ax.set_xscale("log")
-    if log_y and all_y and min(all_y) > 0 and max(all_y) / min(all_y) > 30:
-        ax.set_yscale("log")
-        ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-    return bool(all_y)
+        elif 0 < np.unique(finite_x).size <= 8:
+            # Few values on a linear axis: tick exactly the swept values (K = 2, 4; not 2.5).
+            ax.set_xticks(np.unique(finite_x), [value_text(v) for v in np.unique(finite_x)])
+    ax.set_xlabel(_two_lines(parameter_label(layout.x_key)))
+    return drawn
 
 
-def _sweep_metrics_present(sweep: dict) -> list[tuple[str, str, bool]]:
-    chosen = []
-    for metric, label, log_y in SWEEP_METRICS:
-        column = sweep.get(metric)
-        if column is None or column.dtype == object or not np.isfinite(column).any():
+def _dodge(layout: SweepLayout, combo: tuple) -> float:
+    """Horizontal offset of a line's points at a categorical x, so lines do not overlap."""
+    if not layout.categories:
+        return 0.0
+    combos = list(layout.styles)
+    return 0.1 * (combos.index(combo) - (len(combos) - 1) / 2)
+
+
+def _two_lines(label: str) -> str:
+    """``"name (units)"`` on two lines, so labels fit side-by-side panels."""
+    name, separator, rest = label.partition(" (")
+    return f"{name}\n({rest}" if separator else label
+
+
+def _log_if_wide(axes, means: list, metric: str) -> None:
+    """Log y on these panels (one shared scale) when the metric allows it and spans > 30x."""
+    if not metric_spec(metric).log or not means:
+        return
+    low, high = min(means), max(means)
+    if low > 0 and high / low > 30:
+        for ax in axes:
+            ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+
+
+def _block_shape(layout: SweepLayout, n_metrics: int) -> tuple[int, int]:
+    """Panel rows and columns of one swept parameter: metrics x facets, or a wrapped list."""
+    if layout.too_many_facets:
+        return 1, 1
+    if len(layout.facets) == 1:
+        return _grid_shape(n_metrics, max_cols=2)
+    if n_metrics == 1:
+        return _grid_shape(len(layout.facets))
+    return n_metrics, len(layout.facets)
+
+
+def _draw_block(
+    target,
+    data: ResultsData,
+    layout: SweepLayout,
+    metrics: list[str],
+    *,
+    best: dict | None = None,
+    decorate: Callable | None = None,
+) -> None:
+    """The panels of ``metrics`` against one swept parameter into ``target`` (a (sub)figure),
+    with one legend of the lines under them.
+
+    ``best`` (``sweep_summary.json``'s best point) is ringed in the panels of the chosen metric
+    that hold it; ``decorate(ax, facet_rows)`` adds to each panel (a reference curve).
+    """
+    sweep = data.sweep
+    rows, cols = _block_shape(layout, len(metrics))
+    if layout.too_many_facets:
+        ax = target.subplots()
+        names = ", ".join(parameter_short(k) for k in layout.facet_keys + layout.line_keys)
+        _note(
+            ax,
+            f"{len(layout.facets)} panels of up to {MAX_LINES} lines would be needed"
+            f" (over {names}):\ntoo many to draw honestly; see sweep_aggregate.csv",
+        )
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_xlabel(parameter_label(layout.x_key))
+        ax.set_ylabel(", ".join(metric_spec(m).title for m in metrics))
+        return
+    faceted = len(layout.facets) > 1
+    # Metrics x facets: a row per metric shares y, a column per facet shares x (labelled once).
+    grid = faceted and len(metrics) > 1
+    sharey = "row" if grid else faceted
+    axes = target.subplots(
+        rows, cols, squeeze=False, sharey=sharey, sharex="col" if grid else False
+    )
+    panels = []  # (ax, facet combo, facet rows, metric)
+    for i, metric in enumerate(metrics):
+        for j, (combo, facet_rows) in enumerate(layout.facets):
+            if not faceted:
+                ax = axes.ravel()[i]
+            elif len(metrics) == 1:
+                ax = axes.ravel()[j]
+            else:
+                ax = axes[i, j]
+            panels.append((ax, combo, facet_rows, metric))
+    ringed = False
+    for metric in metrics:
+        mine = [p for p in panels if p[3] == metric]
+        means = []
+        for ax, combo, facet_rows, _ in mine:
+            drawn = sweep_panel(ax, sweep, layout, facet_rows, metric)
+            if not drawn:
+                _note(ax, "no data")
+            means.extend(drawn)
+            top = ax.get_subplotspec().rowspan.start == 0
+            if faceted and (top or not grid):
+                ax.set_title(_combo_label(combo), fontsize=8.5)
+            if grid and ax.get_subplotspec().rowspan.stop < rows:
+                ax.set_xlabel("")
+            if decorate is not None:
+                decorate(ax, facet_rows)
+            if best is not None and metric == best["metric"]:
+                ringed |= _ring_best(ax, layout, combo, best)
+            ax.set_ylabel(_two_lines(metric_spec(metric).label))
+            if faceted and ax.get_subplotspec().colspan.start > 0:
+                ax.set_ylabel("")  # the row shares the y axis of its first panel
+        _log_if_wide([p[0] for p in mine], means, metric)
+    _hide_unused(axes, len(panels), xlabel=_two_lines(parameter_label(layout.x_key)))
+    handles, labels = [], []
+    if layout.line_keys:
+        for combo, st in layout.styles.items():
+            handles.append(Line2D([], [], marker=st.marker, markersize=4, **st.line))
+            labels.append(_combo_label(combo))
+    if ringed:
+        handles.append(_best_proxy())
+        labels.append(f"best point ({best['direction']} mean {metric_spec(best['metric']).title})")
+    # Reference curves added by ``decorate`` are the same in every panel: listed once.
+    extra_handles, extra_labels = panels[0][0].get_legend_handles_labels()
+    handles += extra_handles
+    labels += extra_labels
+    if labels:
+        ncol = legend_columns(labels, target.get_figure(root=True).get_figwidth())
+        target.legend(handles, labels, loc="outside lower center", ncol=ncol)
+
+
+def best_point(data: ResultsData) -> dict | None:
+    """The sweep's best point from ``sweep_summary.json``: ``{values, mean, metric, direction}``
+    with ``values`` key -> value for every column of :attr:`ResultsData.sweep_keys`."""
+    summary = data.sweep_summary or {}
+    chosen = data.sweep_metric
+    best = summary.get("best")
+    if chosen is None or not isinstance(best, dict):
+        return None
+    metric, minimize = chosen
+    params = best.get("params") or {}
+    values = {k: params.get(k) for k in data.sweep_params}
+    values["variant"] = best.get("variant")
+    stats = best.get(metric)
+    mean = stats.get("mean") if isinstance(stats, dict) else None
+    if not isinstance(mean, (int, float)) or not math.isfinite(mean):
+        return None
+    direction = "lowest" if minimize else "highest"
+    return {"values": values, "mean": float(mean), "metric": metric, "direction": direction}
+
+
+def _ring_best(ax, layout: SweepLayout, facet: tuple, best: dict) -> bool:
+    """Ring the best point if it lies in this panel; True when drawn."""
+    values = best["values"]
+    if not all(same_value(values.get(k), v) for k, v in facet):
+        return False
+    x = values.get(layout.x_key)
+    if x is None:
+        return False
+    if layout.categories:
+        if str(x) not in layout.categories:
+            return False
+        line = next(
+            (c for c in layout.styles if all(same_value(values.get(k), v) for k, v in c)), None
+        )
+        x = layout.categories.index(str(x)) + (_dodge(layout, line) if line is not None else 0)
+    scale = 100.0 if metric_spec(best["metric"]).percent else 1.0
+    ax.scatter([float(x)], [best["mean"] * scale], **_BEST_RING)
+    return True
+
+
+_BEST_RING = {"s": 140, "facecolors": "none", "edgecolors": "black", "linewidths": 1.3, "zorder": 5}
+
+
+def _best_proxy() -> Line2D:
+    return Line2D(
+        [],
+        [],
+        linestyle="",
+        marker="o",
+        markersize=9,
+        markerfacecolor="none",
+        markeredgecolor="black",
+        markeredgewidth=1.3,
+    )
+
+
+def _legend_height(layout: SweepLayout, width: float, extra: bool) -> float:
+    """Inches of the legend under a block: one row per ``legend_columns`` entries."""
+    labels = [_combo_label(combo) for combo in layout.styles] if layout.line_keys else []
+    labels += ["best point (lowest mean specialization)"] * extra
+    if not labels:
+        return 0.0
+    return 0.22 * math.ceil(len(labels) / legend_columns(labels, width))
+
+
+def _sweep_figure(data: ResultsData, metrics: list[str], title: str, *, best=None) -> Figure:
+    """One block of panels per swept parameter on x (subfigures, each with its legend)."""
+    layouts = [sweep_layout(data, x_key) for x_key in _x_parameters(data)]
+    shapes = [_block_shape(layout, len(metrics)) for layout in layouts]
+    width = max(WIDTH, 2.4 * max(c for _, c in shapes))
+    heights = [
+        0.35 + 2.5 * rows + _legend_height(layout, width, best is not None)
+        for (rows, _), layout in zip(shapes, layouts, strict=True)
+    ]
+    fig = new_figure(0.55 + sum(heights), width=width)
+    subfigures = np.atleast_1d(fig.subfigures(len(layouts), 1, height_ratios=heights)).ravel()
+    for target, layout in zip(subfigures, layouts, strict=True):
+        _draw_block(target, data, layout, metrics, best=best)
+    seeds = len(data.seeds) or 1
+    _title(fig, data, f"{title}\nmean and 95% interval over {seeds} seed{'s' * (seeds > 1)}")
+    return fig
+
+
+def sweep_chosen_metric(data: ResultsData) -> Figure:
+    """The sweep's chosen metric (``sweep_summary.json``) against each swept parameter; the best
+    point is ringed. File name ``sweep_<metric>``."""
+    sweep = _require_sweep(data)
+    if data.sweep_metric is None:
+        raise FigureSkipped("no sweep_summary.json naming the sweep's metric")
+    metric, minimize = data.sweep_metric
+    column = sweep.get(metric)
+    if column is None or column.dtype == object or not np.isfinite(column).any():
+        raise FigureSkipped(f"sweep.csv has no numeric {metric}")
+    direction = "lowest" if minimize else "highest"
+    title = f"{metric_spec(metric).title} by swept parameter ({direction} is best)"
+    return _sweep_figure(data, [metric], title, best=best_point(data))
+
+
+def _sweep_metric_stem(data: ResultsData) -> str:
+    return f"sweep_{data.sweep_metric[0]}" if data.sweep_metric else "sweep_chosen_metric"
+
+
+def _overview_metrics(data: ResultsData) -> tuple[list[str], list[tuple[str, float]]]:
+    """Metrics of the overview (the chosen one first), and those left out because they are the
+    same at every point (an all-zero panel says nothing), with their value."""
+    chosen = [data.sweep_metric[0]] if data.sweep_metric else []
+    drawn, constant = [], []
+    for name in dict.fromkeys(chosen + list(SWEEP_OVERVIEW_METRICS)):
+        column = data.sweep.get(name)
+        if column is None or column.dtype == object:
             continue
-        if metric == "drop_rate" and not np.nanmax(column) > 0:
+        finite = column[np.isfinite(column)]
+        if not finite.size:
             continue
-        chosen.append((metric, label, log_y))
-    return chosen[:4]
+        if finite.min() == finite.max():
+            constant.append((name, float(finite[0])))
+        else:
+            drawn.append(name)
+    return drawn, constant
 
 
 def sweep_metrics(data: ResultsData) -> Figure:
-    """Each chosen metric versus each swept parameter: mean over seeds and 95% band."""
-    sweep = _require_sweep(data)
-    metrics = _sweep_metrics_present(sweep)
+    """Key metrics against each swept parameter: mean over seeds and 95% band."""
+    _require_sweep(data)
+    metrics, constant = _overview_metrics(data)
     if not metrics:
-        raise FigureSkipped("sweep.csv has none of the summary metrics")
-    x_params = [p for p in data.sweep_params if sweep[p].dtype != object] or data.sweep_params
-    rows, cols = len(x_params), len(metrics)
-    fig = new_figure(1.0 + 2.4 * rows, width=max(WIDTH, 2.6 * cols))
-    axes = fig.subplots(rows, cols, squeeze=False)
-    extra = ["variant"] if "variant" in sweep else []
-    for r, x_key in enumerate(x_params):
-        others = [p for p in data.sweep_params if p != x_key] + extra
-        for c, (metric, label, log_y) in enumerate(metrics):
-            ax = axes[r, c]
-            if not sweep_panel(ax, sweep, x_key, metric, others, log_y):
-                _note(ax, "no data")
-            ax.set_xlabel(x_key)
-            ax.set_ylabel(label)
-        handles, labels = axes[r, 0].get_legend_handles_labels()
-        if labels:
-            axes[r, -1].legend(
-                handles, labels, loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=7
-            )
-    seeds = len(set(sweep["seed"].tolist())) if "seed" in sweep else 1
-    _title(fig, data, f"parameter sweep, mean and 95% interval over {seeds} seed(s)")
+        raise FigureSkipped("sweep.csv has no summary metric that varies between points")
+    fig = _sweep_figure(data, metrics, "key metrics by swept parameter")
+    if constant:
+        same = "; ".join(
+            f"{metric_spec(m).label} = {value_text(v * (100 if metric_spec(m).percent else 1))}"
+            for m, v in constant
+        )
+        fig.supxlabel(f"The same at every point, not drawn: {same}", fontsize=8, color=NEUTRAL)
     return fig
 
 
 def drop_vs_capacity(data: ResultsData) -> Figure:
-    """Drop rate against the swept capacity factor, with the uniform-routing expectation."""
-    sweep = _require_sweep(data)
+    """Drop rate against the capacity factor, from the sweep when it varies ``capacity.factor``,
+    else from the variants; with the uniform-routing expectation when T, K and E are fixed."""
     key = "capacity.factor"
-    if key not in sweep or sweep[key].dtype == object or "drop_rate" not in sweep:
-        raise FigureSkipped("the sweep does not vary capacity.factor")
-    fig = new_figure(3.6, width=WIDTH)
-    ax = fig.subplots()
-    others = [p for p in data.sweep_params if p != key] + (
-        ["variant"] if "variant" in sweep else []
-    )
-    sweep_panel(ax, sweep, key, "drop_rate", others, log_y=False)
+    if data.is_sweep and key in data.sweep_params and "drop_rate" in data.sweep:
+        if data.sweep[key].dtype != object:
+            return _drop_vs_capacity_sweep(data)
+    return _drop_vs_capacity_variants(data)
+
+
+def _uniform_curve(ax, factors, shape) -> None:
+    """Dashed analytic drop rate of uniform routing over the range of ``factors``."""
+    tokens, top_k, experts = shape
+    grid = np.linspace(min(factors), max(factors), 60)
+    expected = [100 * uniform_drop_rate(tokens, top_k, experts, f) for f in grid]
+    ax.plot(grid, expected, color=NEUTRAL, linestyle="--", linewidth=1.0, label=_UNIFORM)
+
+
+_UNIFORM = "uniform routing (analytic)"
+_SHAPE_KEYS = ("tokens.tokens_per_step", "router.top_k", "router.experts")
+
+
+def _drop_vs_capacity_sweep(data: ResultsData) -> Figure:
+    key = "capacity.factor"
+    sweep = data.sweep
     factors = np.unique(sweep[key][np.isfinite(sweep[key])])
-    tokens = data.scenario_value("tokens.tokens_per_step")
-    top_k = data.scenario_value("router.top_k")
-    experts = data.scenario_value("router.experts")
-    fixed = not any(
-        p in data.sweep_params for p in ("tokens.tokens_per_step", "router.top_k", "router.experts")
+    shape = tuple(data.scenario_value(k) for k in _SHAPE_KEYS)
+    fixed = not any(k in data.sweep_params for k in _SHAPE_KEYS)
+    analytic = fixed and all(isinstance(v, int) for v in shape) and factors.size > 0
+
+    def decorate(ax, _rows):
+        if analytic:
+            _uniform_curve(ax, factors, shape)
+        ax.set_ylim(bottom=0)
+
+    layout = sweep_layout(data, key)
+    fig = new_figure(3.7 + _legend_height(layout, WIDTH, analytic), width=WIDTH)
+    _draw_block(fig, data, layout, ["drop_rate"], decorate=decorate)
+    _title(fig, data, "drop rate versus capacity factor (mean and 95% interval over seeds)")
+    return fig
+
+
+def _drop_vs_capacity_variants(data: ResultsData) -> Figure:
+    key = "capacity.factor"
+    if not data.variants:
+        raise FigureSkipped("neither a sweep nor variants vary capacity.factor")
+    points = []  # (variant, factor, drop %)
+    for summary in data.variants:
+        name = str(summary["variant"])
+        factor, drop = data.variant_value(name, key), _float(summary.get("drop_rate"))
+        if isinstance(factor, (int, float)) and not isinstance(factor, bool) and np.isfinite(drop):
+            points.append((name, float(factor), 100 * drop))
+    if len({factor for _, factor, _ in points}) < 2:
+        raise FigureSkipped("the variants do not differ in capacity.factor (and no sweep does)")
+    # One line per combination of the variants' other settings (the score, a bias, ...).
+    rest = {
+        name: {k: v for k, v in data.variant_settings(name).items() if k != key}
+        for name, _, _ in points
+    }
+    groups: dict[tuple, list] = {}
+    for point in points:
+        groups.setdefault(_settings_key(rest[point[0]]), []).append(point)
+    settings = [rest[members[0][0]] for members in groups.values()]
+    differing = sorted(
+        {k for s in settings for k in s if len({repr(t.get(k)) for t in settings}) > 1}
     )
-    if fixed and all(isinstance(v, int) for v in (tokens, top_k, experts)) and factors.size:
-        grid = np.linspace(factors.min(), factors.max(), 60)
-        expected = [100 * uniform_drop_rate(tokens, top_k, experts, f) for f in grid]
-        ax.plot(
-            grid,
-            expected,
-            color=NEUTRAL,
-            linestyle="--",
-            linewidth=1.0,
-            label="uniform routing (analytic)",
-        )
-    ax.set_xlabel("capacity factor (x fair share)")
-    ax.set_ylabel("assignments dropped (%)")
+    fig = new_figure(3.9, width=WIDTH)
+    ax = fig.subplots()
+    styles = series_styles(settings)
+    for members, setting, st in zip(groups.values(), settings, styles, strict=True):
+        members.sort(key=lambda p: p[1])
+        label = ", ".join(_short(k, setting.get(k)) for k in differing) or "variants"
+        xs, ys = [p[1] for p in members], [p[2] for p in members]
+        ax.plot(xs, ys, marker=st.marker, label=label, **st.line)
+        for name, factor, drop in members:
+            ax.annotate(
+                name,
+                (factor, drop),
+                xytext=(4, 4),
+                textcoords="offset points",
+                fontsize=7,
+                color=st.color,
+            )
+    shapes = {tuple(data.variant_value(name, k) for k in _SHAPE_KEYS) for name, _, _ in points}
+    if len(shapes) == 1 and all(isinstance(v, int) for v in next(iter(shapes))):
+        _uniform_curve(ax, [p[1] for p in points], next(iter(shapes)))
+    ax.set_xlabel(parameter_label(key))
+    ax.set_ylabel(f"{metric_spec('drop_rate').label}, run average")
     ax.set_ylim(bottom=0)
-    ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5))
-    _title(fig, data, "drop rate versus capacity factor")
+    ax.margins(x=0.08)
+    _legend_below(fig, ax, max_cols=3)
+    _title(fig, data, "drop rate versus capacity factor (one point per variant)")
     return fig
 
 
@@ -921,48 +1541,66 @@ def uniform_drop_rate(tokens: int, top_k: int, experts: int, capacity_factor: fl
 
 # ------------------------------------------------------------------------------ registry
 
-#: name -> (function, one-line caption). Order is the order of the report.
-FIGURES: dict[str, tuple[Callable[[ResultsData], Figure], str]] = {
-    "load_heatmap": (
+
+class FigureSpec(NamedTuple):
+    """A registered figure: its function, one-line caption and, when the file is not named
+    after the registry entry, a function of the data giving the file name."""
+
+    function: Callable[[ResultsData], Figure]
+    caption: str
+    stem: Callable[[ResultsData], str] | None = None
+
+
+#: name -> FigureSpec. Order is the order of the report.
+FIGURES: dict[str, FigureSpec] = {
+    "load_heatmap": FigureSpec(
         load_heatmap,
         "Routed load of every expert (rows, most loaded at the top) over training; colour is "
         "load divided by the fair share T·K/E on a log scale, white = perfectly balanced.",
     ),
-    "max_vio": (
+    "max_vio": FigureSpec(
         max_vio_over_steps,
         "MaxVio_batch (most loaded expert over the mean, minus 1) at each recorded step, log "
         "scale; the legend gives MaxVio_global over the final window, the dashed line the level "
         "that uniform random routing would show.",
     ),
-    "bias": (
+    "bias": FigureSpec(
         bias_trajectories,
         "Loss-free balancing bias of each expert over training: median and 5-95% band across "
         "experts, with the three experts that end furthest from the median.",
     ),
-    "lorenz": (
+    "lorenz": FigureSpec(
         lorenz_curves,
         "Lorenz curves of the final-window loads: the further below the diagonal, the more "
         "unequal; Gini 0 is perfect balance, 1 a single expert taking everything.",
     ),
-    "drop_rate": (
+    "drop_rate": FigureSpec(
         drop_rate_over_steps,
         "Share of token-to-expert assignments dropped at the capacity limit in each recorded "
         "window; the legend gives each variant's capacity and its run-average drop rate.",
     ),
-    "drop_vs_capacity": (
-        drop_vs_capacity,
-        "Assignment drop rate against the swept capacity factor, mean and 95% interval over "
-        "seeds; dashed: the analytic drop rate of uniform random routing.",
+    "sweep_chosen_metric": FigureSpec(
+        sweep_chosen_metric,
+        "The metric the sweep ranks points by, against each swept parameter: line = mean over "
+        "seeds, band = 95% interval (Student's t); the ring marks the best point.",
+        _sweep_metric_stem,
     ),
-    "tradeoff": (
-        tradeoff,
-        "The balance/quality trade-off: each point is a variant (or sweep point); left is "
-        "balanced, up is more specialized experts (mutual information of cluster and expert).",
-    ),
-    "sweep_metrics": (
+    "sweep_metrics": FigureSpec(
         sweep_metrics,
         "Key metrics against each swept parameter: line = mean over seeds, band = 95% interval "
-        "(mean ± t·std/√n, Student's t), one line per value of the other swept parameters.",
+        "(Student's t), one line per combination of the other parameters (panels split them "
+        "beyond 7).",
+    ),
+    "drop_vs_capacity": FigureSpec(
+        drop_vs_capacity,
+        "Assignment drop rate against the capacity factor (a sweep: mean and 95% interval over "
+        "seeds; a run: one point per variant); dashed: the analytic rate of uniform routing.",
+    ),
+    "tradeoff": FigureSpec(
+        tradeoff,
+        "The balance/quality trade-off: each point is a variant (or sweep point); left is "
+        "balanced, up is more specialized experts (mutual information of cluster and expert) "
+        "or a higher quality.",
     ),
 }
 
@@ -970,14 +1608,14 @@ FIGURES: dict[str, tuple[Callable[[ResultsData], Figure], str]] = {
 def render_figures(
     data: ResultsData, only: Iterable[str] | None = None
 ) -> tuple[list[Plot], dict[str, str]]:
-    """Draw the registered figures (or ``only`` these names).
+    """Draw the registered figures (or ``only`` these registry names).
 
     Returns
     -------
     plots : list[Plot]
-        The figures drawn, in registry order.
+        The figures drawn, in registry order, each named by its file name.
     skipped : dict[str, str]
-        Name -> reason for each figure that could not be drawn from this folder.
+        Registry name -> reason for each figure that could not be drawn from this folder.
     """
     names = list(FIGURES)
     if only:
@@ -991,13 +1629,14 @@ def render_figures(
     plots, skipped = [], {}
     with style():
         for name in names:
-            function, caption = FIGURES[name]
+            spec = FIGURES[name]
             try:
-                figure = function(data)
+                figure = spec.function(data)
             except FigureSkipped as reason:
                 skipped[name] = str(reason)
                 continue
-            plots.append(Plot(name, figure, caption))
+            stem = spec.stem(data) if spec.stem else name
+            plots.append(Plot(stem, figure, spec.caption))
     return plots, skipped
 
 

@@ -3,51 +3,52 @@
 ``report.html`` is self-contained (inline CSS, figures as base64 PNG data URIs, no script, no
 network), so it opens from a file or an e-mail attachment. ``report.md`` links the PNG files in
 ``figures/``, which this module writes too. Every piece of text from the results is escaped.
+
+A sweep's table follows the sweep: its chosen metric comes first and the best point that
+``moesim sweep`` recorded in ``sweep_summary.json`` (lowest or highest mean) is highlighted.
 """
 
 from __future__ import annotations
 
 import base64
 import html
-import math
+import json
+import shlex
 from pathlib import Path
-
-import numpy as np
 
 from moesim.plots import (
     FIGURES,
     ResultsData,
+    best_point,
     figure_bytes,
     format_number,
+    group_rows,
     interval,
     load_results,
+    metric_spec,
     render_figures,
+    same_value,
+    value_text,
 )
 from moesim.results import write_atomic
 
-#: Summary table of a run: (summary key, column header, percent?).
+#: Columns of a run's summary table (headers and units from :data:`moesim.plots.METRICS`).
 RUN_COLUMNS = (
-    ("max_vio_global", "MaxVio global", False),
-    ("mean_max_vio_batch", "MaxVio batch (mean)", False),
-    ("final_max_vio_batch", "MaxVio batch (final)", False),
-    ("cv", "CV", False),
-    ("gini", "Gini", False),
-    ("starved", "starved", False),
-    ("drop_rate", "drop rate (assign.)", True),
-    ("token_drop_rate", "drop rate (tokens)", True),
-    ("steps_to_balance", "steps to balance", False),
-    ("specialization", "specialization", False),
-    ("quality", "quality", False),
+    "max_vio_global",
+    "mean_max_vio_batch",
+    "final_max_vio_batch",
+    "cv",
+    "gini",
+    "starved",
+    "drop_rate",
+    "token_drop_rate",
+    "steps_to_balance",
+    "specialization",
+    "quality",
 )
 
-#: Metrics of the aggregated sweep table (mean ± 95% interval over seeds).
-SWEEP_COLUMNS = (
-    ("max_vio_global", "MaxVio global", False),
-    ("starved", "starved", False),
-    ("drop_rate", "drop rate (assign.)", True),
-    ("specialization", "specialization", False),
-    ("quality", "quality", False),
-)
+#: Metrics of the aggregated sweep table (mean ± 95% interval over seeds), after the chosen one.
+SWEEP_COLUMNS = ("max_vio_global", "starved", "drop_rate", "specialization", "quality")
 
 CSS = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; color: #1a1a1a;
@@ -124,62 +125,108 @@ def _cell(value, percent: bool = False) -> str:
 def run_rows(data: ResultsData) -> tuple[list[str], list[list[str]], list[dict]]:
     """Header and formatted rows of the run summary table (columns present in the summary)."""
     variants = data.variants
-    columns = [c for c in RUN_COLUMNS if any(c[0] in s for s in variants)]
-    header = ["variant", *[title for _, title, _ in columns], "verdict"]
+    columns = [key for key in RUN_COLUMNS if any(key in s for s in variants)]
+    header = ["variant", *[metric_spec(key).title for key in columns], "verdict"]
     rows = []
     for s in variants:
         name = str(s.get("variant", "?")) + (" (partial)" if s.get("partial") else "")
-        rows.append([name, *[_cell(s.get(key), pct) for key, _, pct in columns]])
+        rows.append([name, *[_cell(s.get(key), metric_spec(key).percent) for key in columns]])
     return header, rows, variants
 
 
 def sweep_rows(data: ResultsData) -> tuple[list[str], list[list[str]], int | None]:
     """Aggregated sweep table: one row per point, mean ± 95% interval over seeds.
 
-    Returns the header, the formatted rows and the index of the best row (lowest mean
-    MaxVio_global), or None.
+    The sweep's chosen metric is the first metric column. Returns the header, the formatted
+    rows and the index of the best row as recorded by the sweep (``sweep_summary.json``), or
+    None when it recorded none.
     """
-    from moesim.plots import _group_rows, _value_text
-
     sweep = data.sweep
-    keys = [c for c in (*data.sweep_params, "variant") if c in sweep]
+    keys = data.sweep_keys
+    chosen = [data.sweep_metric[0]] if data.sweep_metric else []
     metrics = [
-        c
-        for c in SWEEP_COLUMNS
-        if c[0] in sweep and sweep[c[0]].dtype != object and np.isfinite(sweep[c[0]]).any()
+        key
+        for key in dict.fromkeys(chosen + list(SWEEP_COLUMNS))
+        if key in sweep and sweep[key].dtype != object and interval(sweep[key])[2] > 0
     ]
-    header = [*keys, "seeds", *[f"{title} (mean ± 95%)" for _, title, _ in metrics]]
+    header = [*keys, "seeds", *[f"{metric_spec(m).title} (mean ± 95%)" for m in metrics]]
     has_verdict = "verdict" in sweep
     if has_verdict:
         header.append("verdicts")
-    rows, scores = [], []
-    for combo, indices in _group_rows(sweep, keys):
-        row = [_value_text(value) for _, value in combo]
+    best = best_point(data)
+    rows, best_index = [], None
+    for combo, indices in group_rows(sweep, keys):
+        if best is not None and all(same_value(best["values"].get(k), v) for k, v in combo):
+            best_index = len(rows)
+        row = [value_text(value) for _, value in combo]
         row.append(str(len(indices)))
-        for key, _, pct in metrics:
+        for key in metrics:
             mean, half, n = interval(sweep[key][indices])
-            scale = 100.0 if pct else 1.0
+            scale, suffix = (100.0, "%") if metric_spec(key).percent else (1.0, "")
             if n == 0:
                 row.append("-")
                 continue
-            suffix = "%" if pct else ""
             row.append(
                 f"{format_number(mean * scale)}{suffix} ± {format_number(half * scale)}{suffix}"
             )
-        ranked = "max_vio_global" in [m[0] for m in metrics]
-        scores.append(interval(sweep["max_vio_global"][indices])[0] if ranked else math.nan)
         if has_verdict:
             counts: dict[str, int] = {}
             for verdict in sweep["verdict"][indices]:
                 counts[str(verdict)] = counts.get(str(verdict), 0) + 1
             row.append(", ".join(f"{n} {v}" for v, n in sorted(counts.items())))
         rows.append(row)
-    finite = [(score, i) for i, score in enumerate(scores) if math.isfinite(score)]
-    best = min(finite)[1] if finite else None
-    return header, rows, best
+    return header, rows, best_index
+
+
+def sweep_note(data: ResultsData, best_index: int | None) -> str:
+    """What the highlighted row of the sweep table is (or why there is none)."""
+    if data.sweep_metric is None:
+        return "No sweep_summary.json: the sweep's chosen metric is unknown, no row is highlighted."
+    metric, minimize = data.sweep_metric
+    title = metric_spec(metric).title
+    if best_index is None:
+        return (
+            f"The sweep ranks points by {title} but recorded no best point "
+            "(interrupted, or no finite value), so no row is highlighted."
+        )
+    direction = "lowest" if minimize else "highest"
+    return (
+        f"Highlighted: the best point by {title} ({direction} mean over seeds), as chosen by "
+        "the sweep. Intervals are mean ± t·s/√n over seeds (Student's t, 95%)."
+    )
+
+
+def sweep_command(data: ResultsData) -> str | None:
+    """A ``moesim sweep`` command that reruns this sweep into its folder (finished points are
+    found there and skipped), rebuilt from ``sweep_summary.json`` and the resolved scenario,
+    for sweeps whose summary does not record the command itself."""
+    summary = data.sweep_summary or {}
+    grid = summary.get("grid")
+    if not isinstance(grid, dict) or not grid or not data.resolved_yaml:
+        return None
+    parts = ["moesim", "sweep", str(data.path / "scenario.resolved.yaml")]
+    for key, spec in grid.items():
+        if isinstance(spec, list):
+            # JSON is YAML flow syntax, which is how --grid reads each value.
+            spec = ",".join(json.dumps(value) for value in spec)
+        elif not isinstance(spec, str):
+            spec = json.dumps(spec)
+        parts += ["--grid", f"{key}={spec}"]
+    for group in summary.get("zip") or []:
+        parts += ["--zip", ",".join(group)]
+    if isinstance(summary.get("seeds"), int):
+        parts += ["--seeds", str(summary["seeds"])]
+    if data.sweep_metric:
+        parts += ["--metric", data.sweep_metric[0]]
+        if not data.sweep_metric[1]:
+            parts.append("--maximize")
+    parts += ["--output", str(data.path)]
+    return shlex.join(parts)
 
 
 def _metadata(data: ResultsData) -> list[tuple[str, str]]:
+    if data.is_sweep and not data.variants:
+        return _sweep_metadata(data)
     manifest = data.manifest or {}
     items = [("results folder", str(data.path))]
     for key, title in (
@@ -198,14 +245,51 @@ def _metadata(data: ResultsData) -> list[tuple[str, str]]:
     command = manifest.get("command")
     if command:
         items.append(("command", " ".join(str(part) for part in command)))
-    versions = manifest.get("versions")
-    if isinstance(versions, dict):
-        items.append(("versions", ", ".join(f"{k} {v}" for k, v in versions.items())))
+    items += _versions(manifest)
     if data.is_sweep:
-        seeds = len(set(data.sweep["seed"].tolist())) if "seed" in data.sweep else 1
-        n_rows = len(next(iter(data.sweep.values())))
-        items.append(("sweep", f"{n_rows} runs over {', '.join(data.sweep_params)}; {seeds} seeds"))
+        items += _sweep_metadata(data)[2:]  # the folder and scenario are listed already
     return items
+
+
+def _versions(source: dict) -> list[tuple[str, str]]:
+    versions = source.get("versions")
+    if not isinstance(versions, dict):
+        return []
+    return [("versions", ", ".join(f"{k} {v}" for k, v in versions.items()))]
+
+
+def _sweep_metadata(data: ResultsData) -> list[tuple[str, str]]:
+    """Folder, scenario, grid, seeds, metric, point counts, command and versions of a sweep."""
+    summary = data.sweep_summary or {}
+    items = [("results folder", str(data.path)), ("scenario", data.scenario)]
+    n_rows = len(next(iter(data.sweep.values())))
+    seeds = data.seeds
+    items.append(
+        ("sweep", f"{n_rows} runs over {', '.join(data.sweep_params)}; {len(seeds)} seeds each")
+    )
+    base = data.scenario_value("seed")
+    seed_text = ", ".join(value_text(s) for s in seeds)
+    if base is not None:
+        seed_text += f" (the scenario's seed {base}, then +1 per seed)"
+    items.append(("seeds", seed_text))
+    if data.sweep_metric:
+        metric, minimize = data.sweep_metric
+        items.append(("metric", f"{metric} ({'lowest' if minimize else 'highest'} is best)"))
+    if "ok" in summary:
+        counts = f"{summary.get('ok')} finished, {summary.get('failed', 0)} failed"
+        counts += f", {summary.get('missing', 0)} not run"
+        items.append(("points", counts + (" (partial)" if summary.get("partial") else "")))
+    if isinstance(summary.get("seconds"), (int, float)):
+        # The time of the last `moesim sweep` call: a resumed sweep counts only what it ran.
+        items.append(("last run time (s)", format_number(summary["seconds"])))
+    if summary.get("executor"):
+        items.append(("executor", str(summary["executor"])))
+    command = summary.get("command")
+    if command:
+        items.append(("command", " ".join(str(part) for part in command)))
+    elif (rebuilt := sweep_command(data)) is not None:
+        items.append(("command (to rerun)", rebuilt))
+    return items + _versions(summary)
 
 
 def _verdict_class(verdict: str) -> str:
@@ -243,7 +327,7 @@ def render_html(data: ResultsData, figures: list[tuple[str, str, bytes]], skippe
         f"<title>{e(title)}</title><style>{CSS}</style></head><body>",
         f"<h1>{e(title)}</h1>",
         f'<p class="subtitle">Design-review report of <code>{e(str(data.path))}</code></p>',
-        "<h2>Run</h2>",
+        f"<h2>{kind.capitalize()}</h2>",
         '<dl class="meta">',
     ]
     for key, value in _metadata(data):
@@ -264,14 +348,10 @@ def render_html(data: ResultsData, figures: list[tuple[str, str, bytes]], skippe
         )
     if data.is_sweep:
         header, rows, best = sweep_rows(data)
-        n_keys = len([c for c in (*data.sweep_params, "variant") if c in data.sweep])
+        n_keys = len(data.sweep_keys)
         escaped = [[e(cell) for cell in row] for row in rows]
         parts += ["<h2>Sweep summary</h2>", _html_table(header, escaped, n_keys, best)]
-        if best is not None:
-            parts.append(
-                '<p class="note">Highlighted: the point with the lowest mean MaxVio_global. '
-                "Intervals are mean ± t·std/√n over seeds (Student's t, 95%).</p>"
-            )
+        parts.append(f'<p class="note">{e(sweep_note(data, best))}</p>')
 
     parts.append("<h2>Figures</h2>")
     for name, caption, png in figures:
@@ -324,7 +404,7 @@ def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
 def render_markdown(data: ResultsData, figures: list[tuple[str, str, bytes]], skipped: dict) -> str:
     """The Markdown report; figures are linked as ``figures/<name>.png``."""
     kind = "sweep" if data.is_sweep and not data.variants else "run"
-    lines = [f"# moesim {kind} report: {data.scenario}", "", "## Run", ""]
+    lines = [f"# moesim {kind} report: {data.scenario}", "", f"## {kind.capitalize()}", ""]
     lines += [f"- **{key}**: `{value}`" for key, value in _metadata(data)]
     if data.variants:
         header, rows, variants = run_rows(data)
@@ -335,8 +415,7 @@ def render_markdown(data: ResultsData, figures: list[tuple[str, str, bytes]], sk
         if best is not None:
             rows[best] = [f"**{cell}**" for cell in rows[best]]
         lines += ["", "## Sweep summary", "", *_md_table(header, rows)]
-        if best is not None:
-            lines += ["", "Bold: the point with the lowest mean MaxVio_global."]
+        lines += ["", sweep_note(data, best).replace("Highlighted:", "Bold:", 1)]
     lines += ["", "## Figures", ""]
     for name, caption, _ in figures:
         lines += [f"![{name}](figures/{name}.png)", "", f"*{name}.* {caption}", ""]

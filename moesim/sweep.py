@@ -1038,40 +1038,17 @@ def write_sweep_results(
 
 
 def write_sweep_figures(output_dir: Path, metric: str) -> list[Path]:
-    """``figures/sweep_<metric>.png`` plus the sweep figures of :mod:`moesim.plots`.
+    """The sweep figures of :mod:`moesim.plots` (PNG): ``figures/sweep_<metric>.png`` and the
+    other figures of :data:`moesim.plots.SWEEP_FIGURES` that the results allow.
 
-    The chosen metric against each numeric swept parameter: mean over seeds, 95% band, one
-    line per value of the other parameters (and variant); log x where values span > 1 decade.
+    The figures read the chosen ``metric`` and whether lowest or highest is best from
+    ``sweep_summary.json`` (written just before), so ``moesim plot`` and ``moesim report`` draw
+    the same files later. A figure the results cannot give (no finite ``metric`` at all, say)
+    is left out.
     """
     from moesim import plots
 
-    output_dir = Path(output_dir)
-    written = plots.write_figures(output_dir, only=["sweep_metrics", "drop_vs_capacity"])
-    data = plots.load_results(output_dir)
-    sweep = data.sweep
-    if not data.is_sweep or metric not in sweep or sweep[metric].dtype == object:
-        return written
-    x_params = [p for p in data.sweep_params if sweep[p].dtype != object] or data.sweep_params
-    if not x_params:
-        return written
-    with plots.style():
-        figure = plots.new_figure(0.8 + 2.6 * len(x_params))
-        axes = figure.subplots(len(x_params), 1, squeeze=False)[:, 0]
-        extra = ["variant"] if "variant" in sweep and len(set(sweep["variant"])) > 1 else []
-        for ax, x_key in zip(axes, x_params, strict=True):
-            others = [p for p in data.sweep_params if p != x_key] + extra
-            plots.sweep_panel(ax, sweep, x_key, metric, others, log_y=metric.startswith("max_"))
-            ax.set_xlabel(x_key)
-            ax.set_ylabel(metric)
-            handles, labels = ax.get_legend_handles_labels()
-            if labels:
-                ax.legend(handles, labels, loc="center left", bbox_to_anchor=(1.02, 0.5))
-        seeds = len(set(sweep["seed"].tolist())) if "seed" in sweep else 1
-        figure.suptitle(f"{data.scenario}: {metric}, mean and 95% interval over {seeds} seed(s)")
-    path = output_dir / "figures" / f"sweep_{metric}.png"
-    path.parent.mkdir(exist_ok=True)
-    write_atomic(path, plots.figure_bytes(figure, "png"))
-    return [*written, path]
+    return plots.write_figures(Path(output_dir), only=plots.SWEEP_FIGURES)
 
 
 def aggregate_table(result: SweepResult, max_rows: int = 40):

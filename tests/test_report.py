@@ -1,9 +1,11 @@
-"""The report: self-contained HTML and Markdown for a run and a sweep, the CLI commands, and a
-screenshot of the HTML in headless Chromium when it is installed."""
+"""The report: self-contained HTML and Markdown for a run and a sweep (synthetic folders and
+small real ones from the shipped scenarios), the CLI commands, and a screenshot of the HTML in
+headless Chromium when it is installed."""
 
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 import subprocess
 from html.parser import HTMLParser
@@ -11,16 +13,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import test_plots
 import typer
 from PIL import Image
-from test_plots import write_synthetic_run, write_synthetic_sweep
+from test_plots import SWEEP_FIGURES, write_synthetic_run, write_synthetic_sweep
 from typer.testing import CliRunner
 
-from moesim import plots
+from moesim import plots, report
 from moesim.cli_figures import register
 from moesim.report import write_report
 
 DATA_URI = "data:image/png;base64,"
+# The end-to-end results of test_plots.py (made once per session, whichever file runs first).
+single_thread = test_plots.single_thread
+shipped_runs = test_plots.shipped_runs
+shipped_sweep = test_plots.shipped_sweep
 
 
 class ReportParser(HTMLParser):
@@ -79,7 +86,7 @@ def test_html_report_is_self_contained_and_embeds_every_figure(run_report):
     page = html_path.read_text()
     parser = parse(html_path)
     names = _figure_names(folder)
-    assert len(names) == 6
+    assert len(names) == len(test_plots.RUN_FIGURES)
     assert page.count(DATA_URI) == len(names)
     assert len(parser.images) == len(names)
     assert all(src.startswith(DATA_URI) for src in parser.images)
@@ -89,7 +96,7 @@ def test_html_report_is_self_contained_and_embeds_every_figure(run_report):
     text = "".join(parser.text)
     for name in names:
         assert f'id="{name}"' in page
-        assert plots.FIGURES[name][1] in text  # the caption
+        assert plots.FIGURES[name].caption in text
 
 
 def test_html_report_holds_the_summary_numbers_and_verdicts(run_report):
@@ -125,21 +132,99 @@ def test_sweep_report(sweep_report):
     folder, html_path, md_path = sweep_report
     page = html_path.read_text()
     names = _figure_names(folder)
-    assert set(names) == {"drop_vs_capacity", "tradeoff", "sweep_metrics"}
+    assert set(names) == SWEEP_FIGURES  # sweep_specialization: the chosen metric's figure
     assert page.count(DATA_URI) == len(names)
-    assert "Sweep summary" in page and 'class="best"' in page
+    assert "Sweep summary" in page and page.count('class="best"') == 1
     text = " ".join(parse(html_path).text)
-    # One row per point (9), each over 3 seeds; the failed row is not counted.
     assert "balance.bias.rate" in text and "capacity.factor" in text
     md = md_path.read_text()
     assert all(f"(figures/{name}.png)" in md for name in names)
-    assert md.count("\n| ") == 1 + 9  # header + one row per point
+    # One row per point (18), each over 3 seeds; the failed row is not counted.
+    assert md.count("\n| ") == 1 + 18
+
+
+def _best_row(page: str) -> str:
+    start = page.index('<tr class="best">')
+    return page[start : page.index("</tr>", start)]
+
+
+def test_sweep_report_follows_the_sweeps_metric_and_direction(sweep_report):
+    folder, html_path, md_path = sweep_report
+    summary = json.loads((folder / "sweep_summary.json").read_text())
+    assert (summary["metric"], summary["minimize"]) == ("specialization", False)
+    best = summary["best"]["params"]
+    row = _best_row(html_path.read_text())
+    # The highlighted point is the highest specialization, not the lowest MaxVio_global.
+    for value in best.values():
+        assert f">{plots.value_text(value)}</td>" in row
+    assert plots.format_number(summary["best"]["specialization"]["mean"]) in row
+    md = md_path.read_text()
+    header = next(line for line in md.splitlines() if line.startswith("| balance"))
+    assert header.split(" | ")[4].startswith("specialization")  # the chosen metric first
+    assert "best point by specialization (highest mean over seeds)" in md
+
+
+def test_sweep_report_metadata(sweep_report):
+    _, html_path, _ = sweep_report
+    text = " ".join(parse(html_path).text)
+    assert "0, 1, 2 (the scenario's seed 0, then +1 per seed)" in text
+    assert "specialization (highest is best)" in text
+    assert "54 finished, 1 failed" in text
+    assert f"numpy {np.__version__}" in text
+    assert "moesim sweep " in text and "--maximize" in text
 
 
 def cli():
     app = typer.Typer()
     register(app)
     return app
+
+
+@pytest.mark.slow
+def test_report_of_a_real_run(shipped_runs, tmp_path):
+    """collapse.yaml at reduced size: every figure it allows, its numbers and verdicts."""
+    folder = shutil.copytree(shipped_runs["collapse"], tmp_path / "collapse")
+    html_path, md_path = write_report(folder)
+    page = html_path.read_text()
+    names = _figure_names(folder)
+    assert set(names) == {"load_heatmap", "max_vio", "bias", "lorenz", "drop_rate", "tradeoff"}
+    assert page.count(DATA_URI) == len(names)
+    text = " ".join(parse(html_path).text)
+    for variant in json.loads((folder / "summary.json").read_text())["variants"]:
+        assert variant["variant"] in text and variant["verdict_reason"] in text
+        assert plots.format_number(variant["max_vio_global"]) in text
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert f"numba {manifest['versions']['numba']}" in text
+    assert "steps: 40" in text  # the resolved scenario, at the size it ran
+    for name in names:
+        test_plots.assert_shows_data(folder / "figures" / f"{name}.png")
+
+
+@pytest.mark.slow
+def test_report_of_a_real_sweep_and_its_rerun_command(shipped_sweep, tmp_path):
+    """bias_rate_sweep.yaml, small: the chosen metric's figure, the best point the sweep picked,
+    and a command that reruns it (every point found done)."""
+    from moesim.cli import app
+
+    folder = shutil.copytree(shipped_sweep, tmp_path / "sweep")
+    html_path, _ = write_report(folder)
+    page = html_path.read_text()
+    assert 'id="sweep_max_vio_global"' in page
+    summary = json.loads((folder / "sweep_summary.json").read_text())
+    row = _best_row(page)
+    for value in summary["best"]["params"].values():
+        assert f">{plots.value_text(value)}</td>" in row
+    text = " ".join(parse(html_path).text)
+    assert "0, 1 (the scenario's seed 0, then +1 per seed)" in text
+    assert "max_vio_global (lowest is best)" in text
+    assert f"numba {summary['versions']['numba']}" in text
+    data = plots.load_results(folder)
+    command = report.sweep_command(data)
+    assert command is not None and command in text
+    arguments = shlex.split(command)[1:]
+    result = CliRunner().invoke(app, [*arguments, "--jobs", "1", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "8 point(s) already done" in result.output  # 2 scores x 2 rates x 2 seeds
 
 
 def test_cli_plot_and_report(tmp_path):
