@@ -26,6 +26,7 @@ import json
 import math
 import os
 import re
+import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -976,6 +977,14 @@ def _best_summary(best: dict | None, parameters: list[str], metric: str) -> dict
     }
 
 
+def _command_line() -> list[str]:
+    """The command that is running, with the console script's path shortened to ``moesim``."""
+    argv = list(sys.argv)
+    if argv and Path(argv[0]).name == "moesim":
+        argv[0] = "moesim"
+    return argv
+
+
 def _write_summary(output_dir, info, *, best, records, partial, seconds) -> None:
     ok = sum(r["status"] == "ok" for r in records)
     summary = {
@@ -986,6 +995,8 @@ def _write_summary(output_dir, info, *, best, records, partial, seconds) -> None
         "missing": info["points"] - len(records),
         "partial": partial,
         "seconds": seconds,
+        # As typed (the report shows it); from Python, the interpreter's own argv.
+        "command": _command_line(),
         "versions": package_versions(),
     }
     write_atomic(output_dir / "sweep_summary.json", json.dumps(to_jsonable(summary), indent=2))

@@ -459,6 +459,7 @@ def test_cli_sweep_runs_resumes_and_refuses(cli, tmp_path):
     assert "8 point(s) already done, skipped" in again.output
     summary = json.loads((out / "sweep_summary.json").read_text())
     assert (summary["metric"], summary["minimize"]) == ("quality_ratio", False)
+    assert isinstance(summary["command"], list) and summary["command"]  # shown by the report
 
     other = cli("--grid", "router.score=sigmoid", "-q")
     assert other.exit_code == 1 and "different sweep" in other.output
