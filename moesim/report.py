@@ -198,8 +198,7 @@ def sweep_note(data: ResultsData, best_index: int | None) -> str:
 
 def sweep_command(data: ResultsData) -> str | None:
     """A ``moesim sweep`` command that reruns this sweep into its folder (finished points are
-    found there and skipped), rebuilt from ``sweep_summary.json`` and the resolved scenario,
-    for sweeps whose summary does not record the command itself."""
+    found there and skipped), rebuilt from ``sweep_summary.json`` and the resolved scenario."""
     summary = data.sweep_summary or {}
     grid = summary.get("grid")
     if not isinstance(grid, dict) or not grid or not data.resolved_yaml:
@@ -286,9 +285,11 @@ def _sweep_metadata(data: ResultsData) -> list[tuple[str, str]]:
         items.append(("executor", str(summary["executor"])))
     command = summary.get("command")
     if command:
-        items.append(("command", " ".join(str(part) for part in command)))
-    elif (rebuilt := sweep_command(data)) is not None:
-        items.append(("command (to rerun)", rebuilt))
+        items.append(("command (as run)", shlex.join(str(part) for part in command)))
+    # Always a rerun command too: the one as run may name a scenario file since changed or a
+    # relative folder; this one resumes into this folder from its own resolved scenario.
+    if (rebuilt := sweep_command(data)) is not None:
+        items.append(("command (to rerun or extend)", rebuilt))
     return items + _versions(summary)
 
 
