@@ -25,6 +25,7 @@ from moesim.kernels.learning import (
     _aux_counts,
     _router_gradient,
     combined_aux_coefficients,
+    reusable_zeros,
 )
 from moesim.kernels.metrics import (
     _assignment_counts,
@@ -472,6 +473,7 @@ class RouterLearner:
         self.aux_score_code = SCORE_SIGMOID if spec.score_code == SCORE_SIGMOID else SCORE_SOFTMAX
         self.window_counts = np.zeros(n_experts, dtype=np.int64)
         self.window_tokens = 0
+        self._chunk_gradients: np.ndarray | None = None  # kept between steps (reusable_zeros)
         if self.enabled:
             model = REWARD_MODELS[self.learning.reward]
             self.reward = model.from_config(
@@ -526,7 +528,9 @@ class RouterLearner:
                     total += alpha * float(loss)
                 measured["aux_loss"] = total
         n_chunks = n_chunks_for(n_tokens)
-        chunk_gradients = np.zeros((n_chunks, n_experts, tokens.shape[1]))
+        chunk_gradients = self._chunk_gradients = reusable_zeros(
+            self._chunk_gradients, (n_chunks, n_experts, tokens.shape[1])
+        )
         chunk_lse_sq = np.zeros(n_chunks)
         _router_gradient(
             logits,

@@ -368,6 +368,20 @@ def _token_direction_sums(tokens, indices, keep, chunk_sums):
                         chunk_sums[c, e, j] += tokens[t, j] / norm
 
 
+def reusable_zeros(previous: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
+    """float64 zeros of ``shape``: ``previous`` refilled when it has that shape, else new.
+
+    The per-chunk sums of a step are megabytes. Allocated afresh every step, glibc serves them
+    from new mmap pages and unmaps them on free, so every step pays a page fault per 4 KB on
+    first touch: that made the gradient kernel five times slower (1.1 -> 5.9 ms at T=4096,
+    E=256, d=64, measured on a 2-core VM). Refilling one buffer costs a memset.
+    """
+    if previous is not None and previous.shape == tuple(shape):
+        previous.fill(0.0)
+        return previous
+    return np.zeros(shape)
+
+
 class RewardModel(Protocol):
     """What the router learns from (model.md 1.6): register an implementation in
     :data:`REWARD_MODELS` under the name ``learning.reward`` selects.
@@ -419,6 +433,7 @@ class CompetenceAffinityReward:
         self.competence_tokens = float(competence_tokens)
         self.knowledge_ema = float(knowledge_ema)
         self.processed = np.zeros(n_experts, dtype=np.float64)
+        self._chunk_sums: np.ndarray | None = None  # observe's scratch, kept between steps
         knowledge = rng.standard_normal((n_experts, dim))
         self.knowledge = knowledge / np.linalg.norm(knowledge, axis=1, keepdims=True)
 
@@ -442,7 +457,9 @@ class CompetenceAffinityReward:
 
     def observe(self, tokens, indices, keep, kept_counts) -> None:
         n_experts, dim = self.knowledge.shape
-        chunk_sums = np.zeros((n_chunks_for(tokens.shape[0]), n_experts, dim))
+        chunk_sums = self._chunk_sums = reusable_zeros(
+            self._chunk_sums, (n_chunks_for(tokens.shape[0]), n_experts, dim)
+        )
         _token_direction_sums(tokens, indices, keep, chunk_sums)
         sums = chunk_sums.sum(axis=0)
         active = kept_counts > 0
