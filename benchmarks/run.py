@@ -1,4 +1,4 @@
-"""moesim benchmark suite: ``make bench`` (full, about 10 minutes on 2 cores) or ``--quick``.
+"""moesim benchmark suite: ``make bench`` (full, about 75 s on 2 quiet cores) or ``--quick``.
 
 Prints rich tables (times are median ± IQR of repeated runs after warm-up) and the PASS/MISS of
 each performance goal, and writes everything to ``benchmarks/results/latest.json``. The code is in

@@ -38,7 +38,7 @@ import numpy as np
 DEEPSEEK_V3_ROUTING = dict(top_k=8, score="sigmoid", n_groups=8, topk_groups=4, route_scale=2.5)
 DEEPSEEK_V3_EXPERTS = 256
 
-#: Sizes per mode: ``full`` (make bench, about 10 minutes on 2 cores), ``quick`` (CI smoke run),
+#: Sizes per mode: ``full`` (make bench, about 75 s on 2 quiet cores), ``quick`` (CI smoke run),
 #: ``tiny`` (the test suite's end-to-end check: seconds, numbers meaningless).
 MODES = {
     "full": dict(
