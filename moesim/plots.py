@@ -870,6 +870,8 @@ def tradeoff(data: ResultsData) -> Figure:
     axes = np.atleast_1d(fig.subplots(1, len(panels), squeeze=False)).ravel()
     xs = np.array([p["max_vio_global"] for p in points])
     log_x = xs.min() > 0 and xs.max() / xs.min() > 10
+    # The verdict's bar, as the run was judged (metrics.balanced_max_vio; 0.1 before it existed).
+    bar = data.scenario_value("metrics.balanced_max_vio") or 0.1
     for ax, (key, ylabel) in zip(axes, panels, strict=True):
         for p in points:
             if not np.isfinite(p[key]):
@@ -884,11 +886,11 @@ def tradeoff(data: ResultsData) -> Figure:
                 linewidth=0.6,
                 zorder=3,
             )
-        ax.axvline(0.1, color=NEUTRAL, linestyle=":", linewidth=1.0)
+        ax.axvline(bar, color=NEUTRAL, linestyle=":", linewidth=1.0)
         ax.text(
-            0.1,
+            bar,
             1.0,
-            " balanced < 0.1",
+            f" balanced < {bar:g}",
             transform=ax.get_xaxis_transform(),
             fontsize=7,
             color=NEUTRAL,
@@ -898,7 +900,7 @@ def tradeoff(data: ResultsData) -> Figure:
             ax.set_xscale("log")
             ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
         ax.margins(x=0.12, y=0.12)
-        ax.set_xlabel("MaxVio_global (max / mean load − 1)\nleft is balanced")
+        ax.set_xlabel(f"{metric_spec('max_vio_global').label}\nleft is balanced")
         ax.set_ylabel(_two_lines(ylabel))
     ncol = legend_columns(labels, fig.get_figwidth())
     fig.legend(handles, labels, loc="outside lower center", ncol=ncol, title=note)

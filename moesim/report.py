@@ -216,9 +216,10 @@ def sweep_command(data: ResultsData) -> str | None:
     if isinstance(summary.get("seeds"), int):
         parts += ["--seeds", str(summary["seeds"])]
     if data.sweep_metric:
+        # Always explicit: the resolved scenario holds the file's sweep.minimize, which a
+        # --minimize/--maximize on the original command line may have overridden.
         parts += ["--metric", data.sweep_metric[0]]
-        if not data.sweep_metric[1]:
-            parts.append("--maximize")
+        parts.append("--minimize" if data.sweep_metric[1] else "--maximize")
     parts += ["--output", str(data.path)]
     return shlex.join(parts)
 
