@@ -587,9 +587,6 @@ def _routing_row(results: dict, n_tokens: int = 4096) -> dict | None:
 #: a scheduler tick (timings become multiples of 4 ms), which no ratio survives.
 BUSY_ELSEWHERE_LIMIT = 0.15
 
-#: The sections whose timings each goal is computed from (correctness goals are not listed).
-GOAL_SECTIONS = {"routing": "routing", "step": "step", "startup": "startup"}
-
 
 def _cpu_counters() -> tuple[float, float, float] | None:
     """(busy, total) CPU time of the whole machine from /proc/stat, and this process's own CPU

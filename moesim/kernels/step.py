@@ -89,7 +89,7 @@ def routing_step(
         route_scale=route_scale,
     )
     n_tokens, n_experts = logits.shape
-    check_capacity_args(capacity_factor, capacity_policy)
+    capacity_factor = check_capacity_args(capacity_factor, capacity_policy)
     capacity = (
         NO_CAPACITY
         if capacity_factor is None
