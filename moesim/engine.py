@@ -556,6 +556,40 @@ class RouterLearner:
         return measured
 
 
+#: The numeric keys of the summary :func:`summarize` builds, in its order: the metrics a sweep
+#: can rank points by (``moesim sweep`` checks ``--metric`` against them before anything runs).
+#: A test compares them with a real summary, so adding a key here and there stays in step.
+SUMMARY_METRICS = (
+    "steps",
+    "steps_done",
+    "max_vio_global",
+    "mean_max_vio_batch",
+    "final_max_vio_batch",
+    "max_vio_noise_floor",
+    "cv",
+    "entropy",
+    "gini",
+    "starved",
+    "top10_share",
+    "drop_rate",
+    "token_drop_rate",
+    "fully_dropped_rate",
+    "final_drop_rate",
+    "capacity",
+    "steps_to_balance",
+    "balance_threshold",
+    "balance_window",
+    "bias_oscillation",
+    "fidelity",
+    "specialization",
+    "quality",
+    "quality_ratio",
+    "final_window_steps",
+    "seconds",
+    "steps_per_second",
+)
+
+
 def summarize(
     scenario,
     *,

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from moesim.engine import SUMMARY_METRICS
 from moesim.errors import Problem, ScenarioError
 from moesim.results import package_versions, to_jsonable, write_atomic
 from moesim.statistics import mean_interval
@@ -45,38 +46,6 @@ BOOKKEEPING_COLUMNS = ("seed", "variant", "status", "point")
 NOT_METRICS = {"variant", "partial"}
 #: Text keys of a run's summary: columns of sweep.csv, but nothing to rank points by.
 TEXT_SUMMARY_KEYS = ("verdict", "verdict_reason")
-#: The numeric keys of a run's summary, in its order: the metrics a sweep can rank points by.
-#: ``engine.summarize`` builds the summary as a dict literal, so the names are listed here, once,
-#: to check ``--metric`` before anything runs; a test compares them with a real summary.
-SUMMARY_METRICS = (
-    "steps",
-    "steps_done",
-    "max_vio_global",
-    "mean_max_vio_batch",
-    "final_max_vio_batch",
-    "max_vio_noise_floor",
-    "cv",
-    "entropy",
-    "gini",
-    "starved",
-    "top10_share",
-    "drop_rate",
-    "token_drop_rate",
-    "fully_dropped_rate",
-    "final_drop_rate",
-    "capacity",
-    "steps_to_balance",
-    "balance_threshold",
-    "balance_window",
-    "bias_oscillation",
-    "fidelity",
-    "specialization",
-    "quality",
-    "quality_ratio",
-    "final_window_steps",
-    "seconds",
-    "steps_per_second",
-)
 #: Metrics shown in the aggregate table next to the chosen one.
 KEY_METRICS = ("max_vio_global", "final_max_vio_batch", "starved", "quality")
 SWEEP_FILES = ("sweep.csv", "sweep_aggregate.csv", "sweep_summary.json")
@@ -1040,7 +1009,7 @@ def write_sweep_results(
         skipped=0,
     )
     if figures and any(r["status"] == "ok" for r in records) and info["parameters"]:
-        write_sweep_figures(output_dir, metric)
+        write_sweep_figures(output_dir)
     return result
 
 
@@ -1048,14 +1017,14 @@ def write_sweep_results(
 # Figures and the table
 
 
-def write_sweep_figures(output_dir: Path, metric: str) -> list[Path]:
+def write_sweep_figures(output_dir: Path) -> list[Path]:
     """The sweep figures of :mod:`moesim.plots` (PNG): ``figures/sweep_<metric>.png`` and the
     other figures of :data:`moesim.plots.SWEEP_FIGURES` that the results allow.
 
-    The figures read the chosen ``metric`` and whether lowest or highest is best from
+    The figures read the chosen metric and whether lowest or highest is best from
     ``sweep_summary.json`` (written just before), so ``moesim plot`` and ``moesim report`` draw
-    the same files later. A figure the results cannot give (no finite ``metric`` at all, say)
-    is left out.
+    the same files later. A figure the results cannot give (no finite value of the metric at
+    all, say) is left out.
     """
     from moesim import plots
 
