@@ -853,12 +853,18 @@ def estimated_memory(scenario: Scenario, trace_shape: tuple[int, int] | None = N
     tokens, router = scenario.tokens, scenario.router
     n_tokens, n_experts, top_k = tokens.tokens_per_step, router.experts, router.top_k
     dim = trace_shape[1] if trace_shape else tokens.dim
+    # Work chunks of 256 tokens (moesim._jit.CHUNK_TOKENS; not imported here: it loads Numba).
     n_chunks = -(-n_tokens // 256)
+    # tokens, logits, and per assignment: index, weight, keep flag, reward.
     step = n_tokens * dim * 4 + n_tokens * n_experts * 4 + n_tokens * top_k * (8 + 4 + 1 + 8)
     if scenario.learning.enabled:
-        step += n_chunks * n_experts * dim * 8 + 2 * n_tokens * n_experts * 8
+        # Per-chunk gradient and specialty-direction sums (kept between steps), and float64
+        # T x E working arrays of the gradient and aux losses.
+        step += 2 * n_chunks * n_experts * dim * 8 + 2 * n_tokens * n_experts * 8
     records_per_variant = -(-scenario.steps // record_every_for(scenario))
-    per_record = n_experts * (8 + 8 + 4) + 8 * 32  # loads, demand, bias; history columns
+    # Loads, demand (int64) and bias (float32) per expert; the history's 22 float64 columns
+    # (engine.HISTORY_COLUMNS), rounded up to 32.
+    per_record = n_experts * (8 + 8 + 4) + 8 * 32
     records = records_per_variant * per_record * max(1, len(scenario.variants))
     trace = trace_shape[0] * trace_shape[1] * 4 if trace_shape else 0
     return {"step": step, "records": records, "trace": trace}

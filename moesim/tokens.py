@@ -302,18 +302,22 @@ def _open_trace(path: Path, key: str | None, *, mmap: bool):
             raise TraceError(f"{path}: array {key!r} is not readable ({error})") from None
 
 
-def _check_trace(path: Path, array: np.ndarray, labels: np.ndarray | None) -> None:
-    """Raise TraceError unless ``array`` is 2-D, non-empty, numeric and finite, with valid labels.
-
-    Finiteness is checked a block of rows at a time, so a memory-mapped trace is never held in
-    memory whole.
-    """
+def _check_layout(path: Path, array: np.ndarray) -> None:
+    """Raise TraceError unless the embeddings are 2-D, non-empty and numeric."""
     if array.ndim != 2 or array.shape[0] == 0 or array.shape[1] == 0:
         raise TraceError(
             f"{path}: embeddings have shape {array.shape}; expected 2-D (tokens, dim), non-empty"
         )
     if not np.issubdtype(array.dtype, np.floating) and not np.issubdtype(array.dtype, np.integer):
         raise TraceError(f"{path}: embeddings have dtype {array.dtype}; expected floats")
+
+
+def _check_values(path: Path, array: np.ndarray, labels: np.ndarray | None) -> None:
+    """Raise TraceError unless the embeddings are finite in float32 and the labels valid.
+
+    Finiteness is checked a block of rows at a time, so a memory-mapped trace is never held in
+    memory whole (a float32 array is checked in place, without copies).
+    """
     for start in range(0, array.shape[0], _CHECK_ROWS):
         # float32 is what the router sees: a float64 value beyond its range is inf there too.
         block = np.asarray(array[start : start + _CHECK_ROWS], dtype=np.float32)
@@ -338,7 +342,8 @@ def check_trace(path, key: str | None = None) -> tuple[int, int]:
     """
     path = Path(path)
     array, labels = _open_trace(path, key, mmap=True)
-    _check_trace(path, array, labels)
+    _check_layout(path, array)
+    _check_values(path, array, labels)
     return int(array.shape[0]), int(array.shape[1])
 
 
@@ -361,8 +366,9 @@ def load_trace(path, key: str | None = None) -> tuple[np.ndarray, np.ndarray | N
     """
     path = Path(path)
     array, labels = _open_trace(path, key, mmap=False)
-    _check_trace(path, array, labels)
-    array = np.ascontiguousarray(array, dtype=np.float32)
+    _check_layout(path, array)
+    array = np.ascontiguousarray(array, dtype=np.float32)  # the one conversion
+    _check_values(path, array, labels)
     if labels is not None:
         labels = labels.astype(np.int64)
     return array, labels
