@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from moesim._jit import njit
-from moesim.kernels.checks import cast_finite, check_bool, check_choice, check_finite, check_real
+from moesim.kernels.checks import check_bool, check_choice, check_float_array, check_real
 
 RULE_SIGN = 0
 RULE_PROPORTIONAL = 1
@@ -74,10 +74,7 @@ def update_bias(bias, counts, rate: float, rule: str = "sign", center: bool = Fa
     counts = np.asarray(counts)
     if bias.ndim != 1:
         raise ValueError(f"bias is {bias.ndim}-dimensional and must be 1-dimensional [E]")
-    if not np.issubdtype(bias.dtype, np.floating):
-        raise ValueError(f"bias has dtype {bias.dtype}; it must be a floating-point vector")
-    check_finite("bias", bias)
-    bias32 = cast_finite("bias", bias, np.float32, "the bias's dtype")
+    bias32 = check_float_array("bias", bias, np.float32, "the bias's dtype")
     if counts.shape != bias.shape:
         raise ValueError(f"counts has shape {counts.shape}; it must match bias {bias.shape}")
     if not np.issubdtype(counts.dtype, np.integer):

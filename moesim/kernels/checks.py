@@ -19,6 +19,7 @@ __all__ = [
     "check_bool",
     "check_choice",
     "check_finite",
+    "check_float_array",
     "check_integer",
     "check_real",
 ]
@@ -236,3 +237,20 @@ def cast_finite(name: str, array: np.ndarray, dtype, dtype_of: str) -> np.ndarra
             f"{dtype_of} (it would overflow to {cast[where]})"
         )
     return cast
+
+
+def check_float_array(name: str, array: np.ndarray, dtype, dtype_of: str) -> np.ndarray:
+    """A floating-point, finite ``array`` cast to ``dtype`` without overflow (C-contiguous).
+
+    :func:`check_finite` then :func:`cast_finite`, after checking that ``array`` holds floats
+    at all (an integer bias is refused rather than silently converted).
+
+    Raises
+    ------
+    ValueError
+        Naming the argument and, for a non-finite or overflowing value, the first such entry.
+    """
+    if not np.issubdtype(array.dtype, np.floating):
+        raise ValueError(f"{name} has dtype {array.dtype}; it must be a floating-point vector")
+    check_finite(name, array)
+    return cast_finite(name, array, dtype, dtype_of)

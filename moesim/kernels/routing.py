@@ -30,9 +30,9 @@ from moesim._jit import CHUNK_TOKENS, n_chunks_for, njit, njit_inline, njit_para
 
 # Shared with the other kernels; check_integer and check_finite stay importable from here too.
 from moesim.kernels.checks import (
-    cast_finite,
     check_choice,
     check_finite,
+    check_float_array,
     check_integer,
     check_real,
 )
@@ -483,11 +483,8 @@ def _check_bias(bias, n_experts: int, dtype) -> tuple[np.ndarray, bool]:
     bias = np.asarray(bias)
     if bias.shape != (n_experts,):
         raise ValueError(f"bias has shape {bias.shape}; it must have shape ({n_experts},)")
-    if not np.issubdtype(bias.dtype, np.floating):
-        raise ValueError(f"bias has dtype {bias.dtype}; it must be a floating-point vector")
-    check_finite("bias", bias)
     # A finite float64 bias can still overflow the float32 logits' dtype (1e39 -> inf).
-    return cast_finite("bias", bias, dtype, "the logits' dtype"), True
+    return check_float_array("bias", bias, dtype, "the logits' dtype"), True
 
 
 def resolve_router_spec(
