@@ -121,8 +121,10 @@ def sweep_command(
         n_seeds = seeds if seeds is not None else spec.seeds
         combos = expand_grid(merged, zip_groups)
         points = sweep_points(base, combos, n_seeds)
+        # The scenario's own sweep.metric was checked with the scenario (file:line or --set).
         chosen_metric = metric if metric is not None else spec.metric
-        check_metric(chosen_metric, *_metric_source(metric, scenario, set_))
+        if metric is not None:
+            check_metric(metric)
     except ScenarioError as error:
         raise _fail(str(error)) from None
     minimize = spec.minimize if maximize is None else not maximize
@@ -183,16 +185,6 @@ def sweep_command(
         raise typer.Exit(EXIT_INTERRUPTED)
     if result.failed:
         raise typer.Exit(EXIT_FAILED_POINTS)
-
-
-def _metric_source(metric: str | None, scenario: Path, overrides: list[str] | None):
-    """Where the metric was given, for an error: --metric, --set sweep.metric=..., or the file."""
-    if metric is not None:
-        return "--metric", ""
-    for text in reversed(overrides or []):
-        if text.partition("=")[0].strip() == "sweep.metric":
-            return f"--set {text}", ""
-    return str(scenario), "sweep.metric"
 
 
 def register(app: typer.Typer) -> None:

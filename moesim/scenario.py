@@ -767,6 +767,13 @@ def _cross_problems(scenario: Scenario, source: _Source, prefix=()) -> list[Prob
                 trace_shape = _check_trace_once(tokens.file, tokens.file_key)
             except TraceError as error:
                 add(("tokens", error.field), str(error))
+    metric = scenario.sweep.metric
+    if metric != SweepConfig.model_fields["metric"].default:
+        from moesim.sweep import metric_problem  # the summary's keys live with the engine
+
+        problem = metric_problem(metric)
+        if problem is not None:
+            add(("sweep", "metric"), *problem)
     # A run that cannot fit in memory should fail now, not after an hour of swapping.
     memory = estimated_memory(scenario, trace_shape)
     available = _physical_memory()

@@ -211,6 +211,23 @@ def _known(grid: dict) -> str:
     return "grid keys: " + (", ".join(grid) if grid else "none")
 
 
+def metric_problem(metric) -> tuple[str, str | None] | None:
+    """What is wrong with ``metric`` as the metric that picks the best point, and a suggestion;
+    None when it is one of :data:`SUMMARY_METRICS`. Shared by :func:`check_metric` and the
+    scenario's own validation of ``sweep.metric`` (which adds the file, line and column).
+    """
+    from moesim.scenario import _suggest
+
+    if metric in SUMMARY_METRICS:
+        return None
+    if metric in NOT_METRICS or metric in TEXT_SUMMARY_KEYS:
+        message = f"{metric!r} is not a number, so it cannot pick the best point"
+    else:
+        message = f"unknown metric {metric!r}"
+    message += f" (metrics: {', '.join(SUMMARY_METRICS)})"
+    return message, _suggest(metric, SUMMARY_METRICS)
+
+
 def check_metric(metric: str, source: str = "--metric", path: str = "") -> None:
     """Raise unless ``metric`` is a numeric summary metric (:data:`SUMMARY_METRICS`).
 
@@ -219,26 +236,17 @@ def check_metric(metric: str, source: str = "--metric", path: str = "") -> None:
     metric : str
         The metric that picks the best point.
     source, path : str
-        Where it was given, for the message: ``--metric``, or a scenario file and
-        ``sweep.metric``.
+        Where it was given, for the message (``--metric``).
 
     Raises
     ------
     SweepError
         Naming the metric, the metrics there are and the closest one, before anything runs.
     """
-    from moesim.scenario import _suggest
-
-    if metric in SUMMARY_METRICS:
-        return
-    if metric in NOT_METRICS or metric in TEXT_SUMMARY_KEYS:
-        message = f"{metric!r} is not a number, so it cannot pick the best point"
-    else:
-        message = f"unknown metric {metric!r}"
-    message += f" (metrics: {', '.join(SUMMARY_METRICS)})"
-    raise SweepError(
-        [Problem(source, None, None, path, message, _suggest(metric, SUMMARY_METRICS))]
-    )
+    problem = metric_problem(metric)
+    if problem is not None:
+        message, hint = problem
+        raise SweepError([Problem(source, None, None, path, message, hint)])
 
 
 def parse_grid_option(text: str) -> tuple[str, list | str]:
