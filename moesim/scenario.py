@@ -865,9 +865,10 @@ def estimated_memory(scenario: Scenario, trace_shape: tuple[int, int] | None = N
     # tokens, logits, and per assignment: index, weight, keep flag, reward.
     step = n_tokens * dim * 4 + n_tokens * n_experts * 4 + n_tokens * top_k * (8 + 4 + 1 + 8)
     if scenario.learning.enabled:
-        # Per-chunk gradient and specialty-direction sums (kept between steps), and float64
-        # T x E working arrays of the gradient and aux losses.
-        step += 2 * n_chunks * n_experts * dim * 8 + 2 * n_tokens * n_experts * 8
+        # Per-chunk gradient and specialty-direction sums (kept between steps), the best
+        # reward per token, and the aux losses' per-sequence counts (int64) and affinity sums.
+        n_sequences = -(-n_tokens // tokens.seq_len)
+        step += 2 * n_chunks * n_experts * dim * 8 + n_tokens * 8 + n_sequences * n_experts * 16
     records_per_variant = -(-scenario.steps // record_every_for(scenario))
     # Loads, demand (int64) and bias (float32) per expert; the history's 22 float64 columns
     # (engine.HISTORY_COLUMNS), rounded up to 32.

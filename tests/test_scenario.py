@@ -431,3 +431,33 @@ def test_any_input_is_a_scenario_or_a_scenario_error(assignments):
         assert error.problems and all(str(p) for p in error.problems)
     else:
         expand_variants(scenario)
+
+
+def test_runs_that_cannot_fit_in_memory_are_refused_at_the_key_to_change(monkeypatch):
+    import moesim.scenario as scenario_module
+
+    monkeypatch.setattr(scenario_module, "_physical_memory", lambda: 8 * 2**30)  # an 8 GiB box
+    base = {"router": {"experts": 256, "top_k": 8}, "tokens": {"seq_len": 512}}
+    # T x E float32 logits alone: 2M tokens x 256 experts x 4 B = 2 GiB (fits); 8M: 8 GiB.
+    assert load_scenario(base, ["tokens.tokens_per_step=2097152"])
+    with pytest.raises(ScenarioError) as caught:
+        load_scenario(base, ["tokens.tokens_per_step=8388608"])
+    (problem,) = caught.value.problems
+    assert problem.path == "tokens.tokens_per_step"
+    assert "more than this machine's 8.0 GiB" in problem.message
+    assert problem.hint == "route fewer tokens per step"
+    # A million steps recorded every step keep 1M x 256 x 20 B = 4.8 GiB per variant.
+    with pytest.raises(ScenarioError) as caught:
+        load_scenario(
+            {**base, "variants": [{"name": "a"}, {"name": "b"}]},
+            ["steps=1000000", "metrics.record_every=1"],
+        )
+    assert [p.path for p in caught.value.problems] == ["metrics.record_every"]
+    # Learning adds per-chunk sums and per-sequence aux arrays, not T x E float64 arrays.
+    learning = scenario_module.estimated_memory(
+        load_scenario(base, ["learning.enabled=true", "tokens.tokens_per_step=4096"])
+    )
+    plain = scenario_module.estimated_memory(load_scenario(base, ["tokens.tokens_per_step=4096"]))
+    n_chunks, n_sequences = 4096 // 256, 4096 // 512
+    expected = 2 * n_chunks * 256 * 64 * 8 + 4096 * 8 + n_sequences * 256 * 16
+    assert learning["step"] - plain["step"] == expected
