@@ -1,0 +1,84 @@
+"""Every shipped scenario, run short, gives the results it gave before a change.
+
+Restructuring the code must not change a single result. Each shipped scenario runs for a few
+steps through ``moesim run`` and the SHA-256 of its ``summary.json`` (timings removed),
+``history.csv`` and ``loads.npz`` (array names, dtypes, shapes and bytes: the zip container holds
+timestamps) is compared with ``tests/data/result_hashes.json``.
+
+A change that is meant to change results regenerates the file and says why in its commit::
+
+    MOESIM_UPDATE_HASHES=1 .venv/bin/python -m pytest tests/test_results_unchanged.py
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from moesim.cli import app
+
+ROOT = Path(__file__).resolve().parent.parent
+SCENARIOS = sorted((ROOT / "scenarios").glob("*.yaml"))
+HASHES = Path(__file__).parent / "data" / "result_hashes.json"
+#: Enough steps for the bias, the learner and two records to act; short enough for the suite.
+STEPS = 24
+#: Keys that measure the machine, not the simulation.
+TIMING_KEYS = ("seconds", "steps_per_second")
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def result_hashes(folder: Path) -> dict[str, str]:
+    """SHA-256 of the parts of a results folder that must not change."""
+    summary = json.loads((folder / "summary.json").read_text())
+    for variant in summary["variants"]:
+        for key in TIMING_KEYS:
+            variant.pop(key, None)
+    hashes = {
+        "summary.json": _digest(json.dumps(summary, sort_keys=True).encode()),
+        "history.csv": _digest((folder / "history.csv").read_bytes()),
+    }
+    loads = folder / "loads.npz"
+    if loads.exists():
+        digest = hashlib.sha256()
+        with np.load(loads, allow_pickle=False) as data:
+            for name in sorted(data.files):
+                array = np.ascontiguousarray(data[name])
+                digest.update(f"{name}|{array.dtype.str}|{array.shape}|".encode())
+                digest.update(array.tobytes())
+        hashes["loads.npz"] = digest.hexdigest()
+    return hashes
+
+
+def run_short(scenario: Path, folder: Path) -> dict[str, str]:
+    outcome = CliRunner().invoke(
+        app, ["run", str(scenario), "--steps", str(STEPS), "-o", str(folder), "--quiet"]
+    )
+    assert outcome.exit_code == 0, outcome.output
+    return result_hashes(folder)
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=[path.stem for path in SCENARIOS])
+def test_results_unchanged(scenario: Path, tmp_path: Path):
+    hashes = run_short(scenario, tmp_path / scenario.stem)
+    if os.environ.get("MOESIM_UPDATE_HASHES"):
+        recorded = json.loads(HASHES.read_text()) if HASHES.exists() else {}
+        recorded[scenario.stem] = hashes
+        HASHES.write_text(json.dumps(dict(sorted(recorded.items())), indent=2) + "\n")
+        pytest.skip("hashes recorded")
+    recorded = json.loads(HASHES.read_text())
+    assert scenario.stem in recorded, f"no recorded hashes for {scenario.name}: regenerate them"
+    assert hashes == recorded[scenario.stem]
+
+
+def test_every_shipped_scenario_has_hashes():
+    recorded = json.loads(HASHES.read_text())
+    assert sorted(recorded) == [path.stem for path in SCENARIOS]
