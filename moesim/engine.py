@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -41,94 +40,9 @@ from moesim.kernels.routing import (
     router_logits,
 )
 from moesim.kernels.step import NO_CAPACITY, run_routing_step
+from moesim.results.metrics import HISTORY_COLUMNS
+from moesim.results.model import Result, VariantResult
 from moesim.scenario import record_every_for
-
-#: Columns of the per-record history, in order (see docs/metrics.md for meanings).
-HISTORY_COLUMNS = (
-    "step",
-    "max_vio_batch",
-    "max_vio_window",
-    "cv",
-    "entropy",
-    "gini",
-    "starved",
-    "top10_share",
-    "max_vio_batch_kept",
-    "drop_rate",
-    "token_drop_rate",
-    "fully_dropped_rate",
-    "padding_waste",
-    "bias_min",
-    "bias_mean",
-    "bias_max",
-    "fidelity",
-    "specialization",
-    "quality",
-    "quality_ratio",
-    "aux_loss",
-    "z_loss",
-)
-
-
-@dataclass
-class VariantResult:
-    """Outcome of one variant: summary, per-record history and per-expert arrays.
-
-    Attributes
-    ----------
-    history : dict[str, ndarray (R,)]
-        One entry per recorded step, columns :data:`HISTORY_COLUMNS`.
-    loads, demand : ndarray (R, E) int64
-        Kept / demanded assignments per expert summed over each record window.
-    bias : ndarray (R, E) float32
-        Bias at each recorded step.
-    final_loads : ndarray (E,) int64
-        Demand per expert summed over the final window (basis of MaxVio_global).
-    """
-
-    name: str
-    scenario: object
-    summary: dict
-    history: dict
-    loads: np.ndarray
-    demand: np.ndarray
-    bias: np.ndarray
-    final_loads: np.ndarray
-    final_bias: np.ndarray
-    partial: bool = False
-
-
-@dataclass
-class Result:
-    """All variants of a scenario, in scenario order."""
-
-    scenario: object
-    variants: list[VariantResult] = field(default_factory=list)
-    partial: bool = False
-
-    @property
-    def summary(self) -> dict[str, dict]:
-        """Summary metrics per variant name."""
-        return {v.name: v.summary for v in self.variants}
-
-    @property
-    def history(self) -> dict[str, np.ndarray]:
-        """Tidy history: one row per variant and recorded step, a ``variant`` column first."""
-        columns: dict[str, list] = {"variant": []}
-        for v in self.variants:
-            columns["variant"].extend([v.name] * len(v.history["step"]))
-        for name in HISTORY_COLUMNS:
-            parts = [v.history[name] for v in self.variants]
-            columns[name] = np.concatenate(parts) if parts else np.empty(0)
-        columns["variant"] = np.asarray(columns["variant"], dtype=object)
-        return columns
-
-    def __getitem__(self, name: str) -> VariantResult:
-        for v in self.variants:
-            if v.name == name:
-                return v
-        raise KeyError(f"no variant {name!r}; variants are {[v.name for v in self.variants]}")
-
 
 #: Tokens of a recorded step on which routing fidelity is measured.
 FIDELITY_TOKENS = 1024
@@ -554,40 +468,6 @@ class RouterLearner:
         if measure and self.z_loss > 0:
             measured["z_loss"] = self.z_loss * float(chunk_lse_sq.sum()) / n_tokens
         return measured
-
-
-#: The numeric keys of the summary :func:`summarize` builds, in its order: the metrics a sweep
-#: can rank points by (``moesim sweep`` checks ``--metric`` against them before anything runs).
-#: A test compares them with a real summary, so adding a key here and there stays in step.
-SUMMARY_METRICS = (
-    "steps",
-    "steps_done",
-    "max_vio_global",
-    "mean_max_vio_batch",
-    "final_max_vio_batch",
-    "max_vio_noise_floor",
-    "cv",
-    "entropy",
-    "gini",
-    "starved",
-    "top10_share",
-    "drop_rate",
-    "token_drop_rate",
-    "fully_dropped_rate",
-    "final_drop_rate",
-    "capacity",
-    "steps_to_balance",
-    "balance_threshold",
-    "balance_window",
-    "bias_oscillation",
-    "fidelity",
-    "specialization",
-    "quality",
-    "quality_ratio",
-    "final_window_steps",
-    "seconds",
-    "steps_per_second",
-)
 
 
 def summarize(

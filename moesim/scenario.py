@@ -9,7 +9,6 @@ has a default, bounds and a description (the source of ``docs/scenarios.md``, re
 from __future__ import annotations
 
 import copy
-import difflib
 import functools
 import math
 import os
@@ -23,7 +22,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from moesim.errors import Problem, ScenarioError
+from moesim.errors import Problem, ScenarioError, suggest
+from moesim.results.metrics import metric_problem
 
 # ----------------------------------------------------------------------------------------------
 # Schema
@@ -395,6 +395,10 @@ class Scenario(_Section):
         """Every field, defaults filled in (JSON-compatible)."""
         return self.model_dump(mode="json")
 
+    def to_yaml(self) -> str:
+        """The resolved scenario as YAML (every default filled in, keys in schema order)."""
+        return yaml.safe_dump(self.resolved_dict(), sort_keys=False, default_flow_style=None)
+
 
 SECTIONS = ("tokens", "router", "balance", "capacity", "learning", "metrics", "output")
 
@@ -620,9 +624,7 @@ def _model_at(path: tuple):
     return model
 
 
-def _suggest(word, choices) -> str | None:
-    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
-    return f"did you mean '{close[0]}'?" if close else None
+_suggest = suggest
 
 
 _EXPECTED = {
@@ -769,8 +771,6 @@ def _cross_problems(scenario: Scenario, source: _Source, prefix=()) -> list[Prob
                 add(("tokens", error.field), str(error))
     metric = scenario.sweep.metric
     if metric != SweepConfig.model_fields["metric"].default:
-        from moesim.sweep import metric_problem  # the summary's keys live with the engine
-
         problem = metric_problem(metric)
         if problem is not None:
             add(("sweep", "metric"), *problem)
@@ -871,7 +871,7 @@ def estimated_memory(scenario: Scenario, trace_shape: tuple[int, int] | None = N
         step += 2 * n_chunks * n_experts * dim * 8 + n_tokens * 8 + n_sequences * n_experts * 16
     records_per_variant = -(-scenario.steps // record_every_for(scenario))
     # Loads, demand (int64) and bias (float32) per expert; the history's 22 float64 columns
-    # (engine.HISTORY_COLUMNS), rounded up to 32.
+    # (results.metrics.HISTORY_COLUMNS), rounded up to 32.
     per_record = n_experts * (8 + 8 + 4) + 8 * 32
     records = records_per_variant * per_record * max(1, len(scenario.variants))
     trace = trace_shape[0] * trace_shape[1] * 4 if trace_shape else 0
@@ -1043,7 +1043,7 @@ def expand_variants(scenario: Scenario) -> list[tuple[str, Scenario]]:
 
 def dump_yaml(scenario: Scenario) -> str:
     """The resolved scenario as YAML (every default filled in, keys in schema order)."""
-    return yaml.safe_dump(scenario.resolved_dict(), sort_keys=False, default_flow_style=None)
+    return scenario.to_yaml()
 
 
 def scenario_json_schema() -> dict:

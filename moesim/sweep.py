@@ -35,17 +35,16 @@ from pathlib import Path
 
 import numpy as np
 
-from moesim.engine import SUMMARY_METRICS
 from moesim.errors import Problem, ScenarioError
-from moesim.results import package_versions, to_jsonable, write_atomic
+from moesim.results.folder import package_versions, to_jsonable, write_atomic
+from moesim.results.metrics import (
+    NOT_METRICS,
+    metric_problem,
+)
 from moesim.statistics import mean_interval
 
 #: Columns of sweep.csv between the swept parameters and the metrics.
 BOOKKEEPING_COLUMNS = ("seed", "variant", "status", "point")
-#: Summary keys that are not metrics (they are columns already, or text).
-NOT_METRICS = {"variant", "partial"}
-#: Text keys of a run's summary: columns of sweep.csv, but nothing to rank points by.
-TEXT_SUMMARY_KEYS = ("verdict", "verdict_reason")
 #: Metrics shown in the aggregate table next to the chosen one.
 KEY_METRICS = ("max_vio_global", "final_max_vio_batch", "starved", "quality")
 SWEEP_FILES = ("sweep.csv", "sweep_aggregate.csv", "sweep_summary.json")
@@ -209,23 +208,6 @@ def expand_grid(grid: dict, zip_groups=()) -> list[dict]:
 
 def _known(grid: dict) -> str:
     return "grid keys: " + (", ".join(grid) if grid else "none")
-
-
-def metric_problem(metric) -> tuple[str, str | None] | None:
-    """What is wrong with ``metric`` as the metric that picks the best point, and a suggestion;
-    None when it is one of :data:`SUMMARY_METRICS`. Shared by :func:`check_metric` and the
-    scenario's own validation of ``sweep.metric`` (which adds the file, line and column).
-    """
-    from moesim.scenario import _suggest
-
-    if metric in SUMMARY_METRICS:
-        return None
-    if metric in NOT_METRICS or metric in TEXT_SUMMARY_KEYS:
-        message = f"{metric!r} is not a number, so it cannot pick the best point"
-    else:
-        message = f"unknown metric {metric!r}"
-    message += f" (metrics: {', '.join(SUMMARY_METRICS)})"
-    return message, _suggest(metric, SUMMARY_METRICS)
 
 
 def check_metric(metric: str, source: str = "--metric", path: str = "") -> None:

@@ -13,7 +13,6 @@ import pytest
 
 import moesim
 from moesim.engine import (
-    HISTORY_COLUMNS,
     bias_oscillation,
     bias_rate_at,
     router_spec_for,
@@ -21,6 +20,7 @@ from moesim.engine import (
     summarize,
 )
 from moesim.kernels.learning import REWARD_MODELS
+from moesim.results import HISTORY_COLUMNS
 
 SMALL = {
     "name": "small",

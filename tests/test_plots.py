@@ -24,8 +24,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from PIL import Image
 
 from moesim import plots
-from moesim.engine import HISTORY_COLUMNS, Result, VariantResult
-from moesim.results import history_csv, write_atomic
+from moesim.results import HISTORY_COLUMNS, Result, VariantResult, history_csv, write_atomic
 
 TOKENS, TOP_K, EXPERTS, RECORDS = 512, 2, 16, 60
 #: Every run figure: the synthetic run has the bias, capacity factors and specialization.

@@ -20,7 +20,7 @@ from test_plots import SWEEP_FIGURES, write_synthetic_run, write_synthetic_sweep
 from typer.testing import CliRunner
 
 from moesim import plots, report
-from moesim.cli_figures import register
+from moesim.cli.figures import register
 from moesim.report import write_report
 
 DATA_URI = "data:image/png;base64,"

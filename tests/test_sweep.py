@@ -16,11 +16,9 @@ import typer
 from typer.testing import CliRunner
 
 from moesim.errors import ScenarioError
+from moesim.results.metrics import NOT_METRICS, SUMMARY_METRICS, TEXT_SUMMARY_KEYS
 from moesim.scenario import load_scenario
 from moesim.sweep import (
-    NOT_METRICS,
-    SUMMARY_METRICS,
-    TEXT_SUMMARY_KEYS,
     SweepError,
     SweepExistsError,
     SweepResult,
@@ -414,7 +412,7 @@ def test_dask_without_address_starts_single_threaded_workers(tmp_path):
 
 
 def _app() -> typer.Typer:
-    from moesim.cli_sweep import register
+    from moesim.cli.sweep import register
 
     app = typer.Typer()
     register(app)

@@ -1,6 +1,6 @@
 """``moesim plot`` and ``moesim report``: figures and the design-review report of a results folder.
 
-Registered on the main app by :func:`register` (``cli.py`` calls ``register(app)``).
+Registered on the main app by :func:`register`.
 """
 
 from __future__ import annotations
@@ -9,17 +9,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-console = Console()
-errors = Console(stderr=True)
-
-EXIT_INVALID = 2
-
-
-def _fail(message: str) -> typer.Exit:
-    errors.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(EXIT_INVALID)
+from moesim.cli.common import console, fail
 
 
 def _skipped(name: str, reason: str) -> None:
@@ -47,16 +38,16 @@ def plot_command(
     formats = format_ or ["png"]
     bad = [f for f in formats if f not in FORMATS]
     if bad:
-        raise _fail(f"unknown format {', '.join(bad)}; choose from {', '.join(FORMATS)}")
+        raise fail(f"unknown format {', '.join(bad)}; choose from {', '.join(FORMATS)}")
     unknown = [name for name in only or [] if name not in FIGURES]
     if unknown:
-        raise _fail(f"unknown figure {', '.join(unknown)}; choose from {', '.join(FIGURES)}")
+        raise fail(f"unknown figure {', '.join(unknown)}; choose from {', '.join(FIGURES)}")
     try:
         written = write_figures(results_dir, formats=formats, only=only, on_skip=_skipped)
     except NotResultsError as error:
-        raise _fail(str(error)) from None
+        raise fail(str(error)) from None
     if not written:
-        raise _fail(f"no figure could be drawn from {results_dir}")
+        raise fail(f"no figure could be drawn from {results_dir}")
     console.print(
         f"wrote {len(written)} file(s) in [bold]{Path(results_dir) / 'figures'}[/]",
         highlight=False,
@@ -73,7 +64,7 @@ def report_command(
     try:
         html_path, md_path = write_report(results_dir)
     except NotResultsError as error:
-        raise _fail(str(error)) from None
+        raise fail(str(error)) from None
     console.print(f"wrote [bold]{html_path}[/] and [bold]{md_path}[/]", highlight=False)
 
 

@@ -1,6 +1,6 @@
 """``moesim bench``: the benchmark suite of ``make bench`` (see docs/performance.md).
 
-Registered on the main app by :func:`register` (``cli.py`` calls ``register(app)``).
+Registered on the main app by :func:`register`.
 """
 
 from __future__ import annotations
@@ -9,12 +9,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-console = Console()
-errors = Console(stderr=True)
-
-EXIT_INVALID = 2
+from moesim.cli.common import EXIT_INVALID, console, errors
 
 
 def bench_command(

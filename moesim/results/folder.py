@@ -28,7 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from moesim.engine import HISTORY_COLUMNS, Result
+from moesim.results.metrics import HISTORY_COLUMNS
+from moesim.results.model import Result
 
 RESULT_FILES = (
     "scenario.resolved.yaml",
@@ -138,12 +139,10 @@ def write_results(
     Called after each variant, so an interrupted run keeps what it finished; ``partial`` in
     ``summary.json`` and ``manifest.json`` says whether the run was cut short.
     """
-    from moesim.scenario import dump_yaml
-
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     scenario = result.scenario
-    write_atomic(output_dir / "scenario.resolved.yaml", dump_yaml(scenario))
+    write_atomic(output_dir / "scenario.resolved.yaml", scenario.to_yaml())
     summary = {
         "scenario": scenario.name,
         "partial": result.partial,

@@ -1,7 +1,6 @@
 """``moesim sweep``: a parameter grid x seeds, on a local process pool or a Dask cluster.
 
-Registered on the main app by :func:`register` (``cli.py`` calls ``register(app)``). Helpers of
-``moesim.cli`` are imported inside the command: ``cli.py`` imports this module while it loads.
+Registered on the main app by :func:`register`.
 """
 
 from __future__ import annotations
@@ -12,10 +11,16 @@ from typing import Annotated
 
 import typer
 
-EXIT_INVALID = 2
-EXIT_REFUSED = 1
-EXIT_FAILED_POINTS = 1
-EXIT_INTERRUPTED = 130
+from moesim.cli.common import (
+    EXIT_FAILED_POINTS,
+    EXIT_INTERRUPTED,
+    EXIT_REFUSED,
+    console,
+    errors,
+    fail,
+    load_or_exit,
+    stop_on_interrupt,
+)
 
 
 def sweep_command(
@@ -84,7 +89,6 @@ def sweep_command(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Sweep a parameter grid x seeds; resumable, one stored file per finished point."""
-    from moesim.cli import _fail, _load, _stop_on_interrupt, console, errors
     from moesim.errors import ScenarioError
     from moesim.sweep import (
         SweepExistsError,
@@ -97,18 +101,18 @@ def sweep_command(
     )
 
     if executor not in ("local", "dask"):
-        raise _fail(f"--executor must be local or dask, got {executor!r}")
+        raise fail(f"--executor must be local or dask, got {executor!r}")
     if address is not None and executor != "dask":
-        raise _fail("--address needs --executor dask")
+        raise fail("--address needs --executor dask")
     if executor == "dask":
         try:
             import distributed  # noqa: F401
         except ImportError:
-            raise _fail(
+            raise fail(
                 "--executor dask needs dask.distributed: pip install 'moesim[dask]'"
             ) from None
 
-    base = _load(scenario, set_, steps)
+    base = load_or_exit(scenario, set_, steps)
     spec = base.sweep
     try:
         merged = dict(spec.grid)
@@ -126,7 +130,7 @@ def sweep_command(
         if metric is not None:
             check_metric(metric)
     except ScenarioError as error:
-        raise _fail(str(error)) from None
+        raise fail(str(error)) from None
     minimize = spec.minimize if maximize is None else not maximize
     target = output if output is not None else Path("results") / f"{base.name}-sweep"
 
@@ -140,7 +144,7 @@ def sweep_command(
             highlight=False,
         )
     try:
-        with _stop_on_interrupt() as stop_requested:
+        with stop_on_interrupt() as stop_requested:
             result = run_sweep(
                 base,
                 points,
@@ -159,9 +163,9 @@ def sweep_command(
                 console=console,
             )
     except SweepExistsError as error:
-        raise _fail(str(error), EXIT_REFUSED) from None
+        raise fail(str(error), EXIT_REFUSED) from None
     except (RuntimeError, OSError) as error:  # e.g. no scheduler at --address
-        raise _fail(f"{type(error).__name__}: {error}") from None
+        raise fail(f"{type(error).__name__}: {error}") from None
 
     if any(record["status"] == "ok" for record in result.records):
         console.print(aggregate_table(result))
