@@ -33,6 +33,12 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from moesim.results import read_history, read_loads, read_summary, write_atomic
+from moesim.results.metrics import (
+    format_number,
+    metric_spec,
+    parameter_label,
+    parameter_short,
+)
 from moesim.statistics import mean_interval
 
 #: Okabe & Ito (2008) colour-blind-safe palette, ordered for contrast on white. Its eighth colour,
@@ -98,44 +104,6 @@ MAX_FACETS = 6
 SWEEP_BOOKKEEPING = {"seed", "point", "run", "replicate", "variant", "error", "status", "id"}
 
 
-class Metric(NamedTuple):
-    """How a summary metric is shown: axis label (with units), table header, scale and range."""
-
-    label: str
-    title: str
-    percent: bool = False  # stored as a fraction, shown in %
-    log: bool = False  # log y allowed when the means span more than 30x
-    low: float | None = 0.0  # the metric's range (stored units): bands are clipped to it
-    high: float | None = None
-
-
-#: Summary metrics (docs/model.md section 6), in the order of the report's tables.
-METRICS = {
-    "max_vio_global": Metric("MaxVio_global (max / mean load − 1)", "MaxVio global", log=True),
-    "mean_max_vio_batch": Metric(
-        "mean MaxVio_batch (max / mean load − 1)", "MaxVio batch (mean)", log=True
-    ),
-    "final_max_vio_batch": Metric(
-        "final MaxVio_batch (max / mean load − 1)", "MaxVio batch (final)", log=True
-    ),
-    "cv": Metric("CV of expert loads (std / mean)", "CV"),
-    "gini": Metric("Gini of expert loads (0 = equal)", "Gini", high=1.0),
-    "entropy": Metric("load entropy (H / log E; 1 = uniform)", "entropy", high=1.0),
-    "starved": Metric("starved experts (count)", "starved"),
-    "top10_share": Metric("load of the top 10% of experts (%)", "top-10% share", True, high=1.0),
-    "drop_rate": Metric("assignments dropped (%)", "drop rate (assign.)", True, high=1.0),
-    "token_drop_rate": Metric("tokens dropped (%)", "drop rate (tokens)", True, high=1.0),
-    "final_drop_rate": Metric(
-        "assignments dropped, final window (%)", "drop rate (final)", True, high=1.0
-    ),
-    "steps_to_balance": Metric("steps to balance (steps)", "steps to balance"),
-    "bias_oscillation": Metric("bias oscillation (bias units)", "bias oscillation"),
-    "fidelity": Metric("routing fidelity (share of unbiased top-K)", "fidelity", high=1.0),
-    "specialization": Metric("specialization (MI / H(cluster))", "specialization", high=1.0),
-    "quality": Metric("quality (mean reward of chosen experts)", "quality", low=None),
-    "quality_ratio": Metric("quality ratio (quality / best expert)", "quality ratio", low=None),
-}
-
 #: Metrics of the sweep overview figure, in panel order (the chosen metric comes first).
 SWEEP_OVERVIEW_METRICS = (
     "max_vio_global",
@@ -146,51 +114,8 @@ SWEEP_OVERVIEW_METRICS = (
     "quality",
 )
 
-#: Scenario key paths that sweeps vary: (axis label with units, short name for legends).
-PARAMETERS = {
-    "balance.bias.rate": ("bias update rate u (bias units per update)", "u"),
-    "balance.bias.every": ("steps per bias update (steps)", "bias every"),
-    "balance.bias.rule": ("bias update rule", "rule"),
-    "balance.bias.enabled": ("expert bias on", "bias"),
-    "balance.aux.alpha": ("auxiliary-loss coefficient α", "α"),
-    "balance.aux.z_loss": ("z-loss coefficient β", "β"),
-    "balance.aux.kind": ("auxiliary loss", "aux"),
-    "capacity.factor": ("capacity factor (× fair share T·K/E)", "capacity factor"),
-    "capacity.policy": ("capacity overflow policy", "policy"),
-    "router.score": ("score function", "score"),
-    "router.top_k": ("experts per token K", "K"),
-    "router.experts": ("routed experts E", "E"),
-    "router.groups": ("expert groups G", "G"),
-    "router.topk_groups": ("groups kept per token", "groups kept"),
-    "router.init_skew": ("initial router skew", "skew"),
-    "tokens.tokens_per_step": ("tokens per step T", "T"),
-    "tokens.source": ("token source", "source"),
-    "tokens.clusters": ("token domains C", "C"),
-    "tokens.zipf_exponent": ("Zipf exponent s of the domain weights", "s"),
-    "tokens.separation": ("domain separation", "separation"),
-    "tokens.seq_coherence": ("sequence coherence", "coherence"),
-    "learning.rate": ("router learning rate", "learning rate"),
-    "learning.competence_tokens": ("tokens to competence (tokens)", "competence tokens"),
-    "variant": ("variant", "variant"),
-}
-
 #: Sweep figures, drawn at the end of ``moesim sweep``.
 SWEEP_FIGURES = ("sweep_chosen_metric", "sweep_metrics", "drop_vs_capacity", "tradeoff")
-
-
-def metric_spec(name: str) -> Metric:
-    """:data:`METRICS` entry of ``name``; an unknown metric is shown by name, range unknown."""
-    return METRICS.get(name) or Metric(name.replace("_", " "), name, low=None)
-
-
-def parameter_label(key: str) -> str:
-    """Axis label of a scenario key path (the key path itself when it is not in the table)."""
-    return PARAMETERS[key][0] if key in PARAMETERS else key
-
-
-def parameter_short(key: str) -> str:
-    """Legend name of a scenario key path: ``u``, ``score``, ... (else its last part)."""
-    return PARAMETERS[key][1] if key in PARAMETERS else key.rsplit(".", 1)[-1]
 
 
 class FigureSkipped(Exception):
@@ -471,24 +396,6 @@ def _require_loads(data: ResultsData) -> dict:
     if not data.loads:
         raise FigureSkipped("no loads.npz (the run was made with output.save_loads: false)")
     return data.loads
-
-
-def format_number(value, digits: int = 3) -> str:
-    """One number for tables and legends: '-' for missing, 3 decimals, scientific when tiny."""
-    if value is None:
-        return "-"
-    if isinstance(value, (bool, np.bool_)):
-        return str(bool(value))
-    if isinstance(value, (int, np.integer)):
-        return f"{int(value):,}"
-    value = float(value)
-    if not math.isfinite(value):
-        return "-"
-    if value != 0 and abs(value) < 10 ** (-digits + 1) / 10:
-        return f"{value:.{max(1, digits - 1)}e}"
-    if abs(value) >= 10_000:
-        return f"{value:,.0f}"
-    return f"{value:.{digits}f}"
 
 
 def _note(ax, text: str) -> None:
