@@ -40,6 +40,7 @@ from moesim.kernels.routing import (
     router_logits,
 )
 from moesim.kernels.step import NO_CAPACITY, run_routing_step
+from moesim.progress import progress_bar
 from moesim.results.metrics import HISTORY_COLUMNS
 from moesim.results.model import Result, VariantResult
 from moesim.scenario import record_every_for
@@ -614,7 +615,7 @@ def simulate(scenario, *, progress: bool = False, on_variant=None, should_stop=N
     scenario = load_scenario(scenario)
     variants = expand_variants(scenario)
     result = Result(scenario=scenario)
-    with _progress(progress) as bar:
+    with progress_bar(progress) as bar:
         for name, variant in variants:
             # Every variant's stream comes from the scenario's one seed, so variants with the
             # same tokens config see the same tokens (common random numbers).
@@ -637,41 +638,3 @@ def simulate(scenario, *, progress: bool = False, on_variant=None, should_stop=N
             if outcome.partial:
                 break
     return result
-
-
-class _NoProgress:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
-
-
-def _progress(enabled: bool):
-    if not enabled:
-        return _NoProgress()
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        ProgressColumn,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-    from rich.text import Text
-
-    class StepsPerSecond(ProgressColumn):
-        def render(self, task):
-            return Text(f"{task.speed:,.0f} steps/s" if task.speed else "", style="cyan")
-
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        StepsPerSecond(),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        transient=False,
-    )

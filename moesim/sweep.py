@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from moesim.errors import Problem, ScenarioError
+from moesim.progress import progress_bar
 from moesim.results.folder import package_versions, to_jsonable, write_atomic
 from moesim.results.metrics import (
     NOT_METRICS,
@@ -604,7 +605,7 @@ def run_sweep(
         done[record["id"]] = record
 
     run = _run_dask if executor == "dask" else _run_local
-    with _progress_bar(progress, console) as bar:
+    with progress_bar(progress, unit="points", console=console) as bar:
         task = bar.add_task("sweep", total=len(points), completed=len(done)) if bar else None
 
         def finished(record: dict) -> None:
@@ -1111,35 +1112,3 @@ def _short(value) -> str:
             return "-"
         return f"{value:.3g}" if abs(value) < 1e-2 and value != 0 else f"{value:.3f}"
     return str(value)
-
-
-class _NoProgress:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
-
-
-def _progress_bar(enabled: bool, console=None):
-    if not enabled:
-        return _NoProgress()
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("points"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=console,
-    )
