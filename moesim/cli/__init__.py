@@ -16,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from moesim import __version__
+from moesim._version import __version__
 from moesim.cli import bench, figures, run, sweep
 from moesim.cli.common import EXIT_INTERRUPTED, console, errors
 from moesim.cli.run import summary_table
