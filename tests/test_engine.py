@@ -13,6 +13,7 @@ import pytest
 
 import moesim
 from moesim.engine import (
+    Recorder,
     bias_oscillation,
     bias_rate_at,
     router_spec_for,
@@ -20,6 +21,7 @@ from moesim.engine import (
     summarize,
 )
 from moesim.kernels.learning import REWARD_MODELS
+from moesim.kernels.step import NO_CAPACITY
 from moesim.results import HISTORY_COLUMNS
 
 SMALL = {
@@ -303,29 +305,17 @@ def test_oscillation_is_measured_on_a_bias_run():
 def summary_of(final_loads, *, history_max_vio=0.5, last_unbalanced=-1, **metrics):
     """``summarize`` on made-up totals of a 100-step run with a 10-step final window."""
     run = scenario(**{f"metrics.{key}": value for key, value in metrics.items()})
-    history = {name: np.full(10, history_max_vio) for name in HISTORY_COLUMNS}
-    return summarize(
-        run,
-        name="made-up",
-        steps_done=100,
-        partial=False,
-        history=history,
-        final_loads=np.asarray(final_loads, dtype=np.int64),
-        final_window_steps=10,
-        sum_max_vio=30.0,
-        sum_max_vio_final=0.0,
-        final_max_vio_steps=10,
-        run_drops=np.zeros(3, dtype=np.int64),
-        final_drops=np.zeros(3, dtype=np.int64),
-        last_unbalanced=last_unbalanced,
-        threshold=run.metrics.balance_threshold,
-        balance_window=run.metrics.balance_window,
-        noise_floor=0.1,
-        oscillation=None,
-        seconds=1.0,
-        spec=router_spec_for(run),
-        capacity=-1,
-    )
+    recorder = Recorder(run, router_spec_for(run), NO_CAPACITY, n_clusters=8)
+    recorder.steps_done = 100
+    recorder.history = {name: np.full(10, history_max_vio) for name in HISTORY_COLUMNS}
+    recorder.final_loads = np.asarray(final_loads, dtype=np.int64)
+    recorder.final_window_steps = 10
+    recorder.max_vio_sum = 30.0
+    recorder.final_max_vio_sum = 0.0
+    recorder.final_max_vio_steps = 10
+    recorder.balance.last_unbalanced = last_unbalanced
+    recorder.noise_floor = 0.1
+    return summarize(run, recorder, name="made-up", partial=False, seconds=1.0)
 
 
 def test_a_perfectly_balanced_final_window_reports_zero():
