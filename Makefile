@@ -29,6 +29,10 @@ test: $(STAMP) lint
 run: $(STAMP)
 	$(VENV)/bin/moesim run scenarios/deepseek_v3.yaml --force
 
+# docs/scenarios.md is generated from the scenario schema (a test fails when it is out of date).
+docs: $(STAMP)
+	$(VENV)/bin/moesim schema --markdown > docs/scenarios.md
+
 # The torch baseline runs when torch is installed (pip install -e ".[bench]"), else it is skipped.
 bench: $(STAMP)
 	$(PY) benchmarks/routing.py --json benchmarks/results/routing.json

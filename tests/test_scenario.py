@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
+from typer.testing import CliRunner
 
-import moesim
+import moesim.scenario.memory
+from moesim.cli import app
 from moesim.errors import ScenarioError
 from moesim.scenario import (
     Scenario,
@@ -36,7 +37,7 @@ def test_defaults_fill_every_section():
     resolved = scenario.resolved_dict()
     assert set(resolved) >= {"tokens", "router", "balance", "capacity", "learning", "metrics"}
     # The dump loads back to the same scenario.
-    assert load_scenario(moesim.scenario.yaml.safe_load(dump_yaml(scenario))) == scenario
+    assert load_scenario(yaml.safe_load(dump_yaml(scenario))) == scenario
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
@@ -338,22 +339,14 @@ def test_json_schema_describes_every_field():
 def test_docs_are_current():
     docs = Path(__file__).parent.parent / "docs" / "scenarios.md"
     assert docs.read_text() == render_scenario_docs(), (
-        "docs/scenarios.md is out of date: run `python -m moesim.scenario docs > docs/scenarios.md`"
+        "docs/scenarios.md is out of date: run `make docs` "
+        "(moesim schema --markdown > docs/scenarios.md)"
     )
 
 
-def test_module_entry_point_prints_the_docs():
-    done = subprocess.run(
-        [sys.executable, "-W", "ignore", "-m", "moesim.scenario", "docs"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert done.stdout == render_scenario_docs()
-    usage = subprocess.run(
-        [sys.executable, "-W", "ignore", "-m", "moesim.scenario"], capture_output=True, text=True
-    )
-    assert usage.returncode == 2 and "usage" in usage.stderr
+def test_schema_markdown_prints_the_docs():
+    done = CliRunner().invoke(app, ["schema", "--markdown"])
+    assert done.exit_code == 0 and done.output == render_scenario_docs()
 
 
 def test_example_scenario_loads(tmp_path):
@@ -434,9 +427,8 @@ def test_any_input_is_a_scenario_or_a_scenario_error(assignments):
 
 
 def test_runs_that_cannot_fit_in_memory_are_refused_at_the_key_to_change(monkeypatch):
-    import moesim.scenario as scenario_module
-
-    monkeypatch.setattr(scenario_module, "_physical_memory", lambda: 8 * 2**30)  # an 8 GiB box
+    memory = moesim.scenario.memory
+    monkeypatch.setattr(memory, "physical_memory", lambda: 8 * 2**30)  # an 8 GiB box
     base = {"router": {"experts": 256, "top_k": 8}, "tokens": {"seq_len": 512}}
     # T x E float32 logits alone: 2M tokens x 256 experts x 4 B = 2 GiB (fits); 8M: 8 GiB.
     assert load_scenario(base, ["tokens.tokens_per_step=2097152"])
@@ -454,10 +446,10 @@ def test_runs_that_cannot_fit_in_memory_are_refused_at_the_key_to_change(monkeyp
         )
     assert [p.path for p in caught.value.problems] == ["metrics.record_every"]
     # Learning adds per-chunk sums and per-sequence aux arrays, not T x E float64 arrays.
-    learning = scenario_module.estimated_memory(
+    learning = memory.estimated_memory(
         load_scenario(base, ["learning.enabled=true", "tokens.tokens_per_step=4096"])
     )
-    plain = scenario_module.estimated_memory(load_scenario(base, ["tokens.tokens_per_step=4096"]))
+    plain = memory.estimated_memory(load_scenario(base, ["tokens.tokens_per_step=4096"]))
     n_chunks, n_sequences = 4096 // 256, 4096 // 512
     expected = 2 * n_chunks * 256 * 64 * 8 + 4096 * 8 + n_sequences * 256 * 16
     assert learning["step"] - plain["step"] == expected

@@ -1,0 +1,198 @@
+"""Reading a scenario file: YAML with the position of every key.
+
+Problems are located at ``file:line:column`` (or at the ``--set`` that caused them) by
+:class:`Source`, from the positions :func:`read_yaml` records.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from moesim.errors import Problem, ScenarioError
+
+_FLOAT_TAG = "tag:yaml.org,2002:float"
+# YAML 1.1 floats, and also `1e-3`.
+_FLOAT = re.compile(
+    r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |\.[0-9_]+(?:[eE][-+][0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""",
+    re.X,
+)
+
+
+class ScenarioLoader(yaml.SafeLoader):
+    """SafeLoader that reads `1e-3` as a float (YAML 1.1 insists on a dot: `1.0e-3`)."""
+
+    yaml_implicit_resolvers = {
+        key: [(tag, regexp) for tag, regexp in resolvers if tag != _FLOAT_TAG]
+        for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+
+
+ScenarioLoader.add_implicit_resolver(_FLOAT_TAG, _FLOAT, list("-+0123456789."))
+
+
+def load_yaml_value(text: str):
+    """One YAML value read as a scenario file would read it (``1e-3`` a float).
+
+    Raises
+    ------
+    yaml.YAMLError
+        When ``text`` is not valid YAML.
+    """
+    loader = ScenarioLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+def format_path(path: tuple) -> str:
+    """``("variants", 2, "router", "top_k")`` -> ``variants[2].router.top_k``."""
+    text = ""
+    for part in path:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += ("." if text else "") + str(part)
+    return text
+
+
+def _marks(node, prefix=(), duplicates=None) -> dict[tuple, tuple[int, int]]:
+    """Key path -> (line, column), 1-based, for every key and list item of a composed node.
+
+    Keys given twice in one mapping (YAML keeps the last silently) are appended to
+    ``duplicates`` as ``(path, line, column, first_line)``.
+    """
+    found: dict[tuple, tuple[int, int]] = {}
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            path = (*prefix, key_node.value)
+            mark = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            if path in found and duplicates is not None and key_node.value != "<<":
+                duplicates.append((path, *mark, found[path][0]))
+            found[path] = mark
+            found.update(_marks(value_node, path, duplicates))
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            path = (*prefix, index)
+            found[path] = (item.start_mark.line + 1, item.start_mark.column + 1)
+            found.update(_marks(item, path, duplicates))
+    return found
+
+
+class Source:
+    """Where a scenario came from, to point problems at lines.
+
+    Parameters
+    ----------
+    file : str or None
+        The scenario file; None for a scenario given as a mapping.
+    marks : dict
+        Key path -> (line, column), as :func:`read_yaml` returns them.
+    overrides : dict
+        Key path -> the ``KEY=VALUE`` text of the ``--set`` that gave it.
+    """
+
+    def __init__(self, file: str | None, marks: dict, overrides: dict[tuple, str]):
+        self.file = file
+        self.marks = marks
+        self.overrides = overrides
+
+    def problem(
+        self, path: tuple, message: str, hint: str | None = None, near: tuple | None = None
+    ) -> Problem:
+        """A problem at ``path``, located at its override or key; when the key is not given,
+        at the override or key ``near`` it (the setting that needs it), else its section."""
+        dotted = format_path(path)
+        for candidate in (path, near) if near else (path,):
+            for length in range(len(candidate), 0, -1):
+                if candidate[:length] in self.overrides:
+                    where = f"--set {self.overrides[candidate[:length]]}"
+                    return Problem(where, None, None, dotted, message, hint)
+            for key, text in self.overrides.items():  # `--set rooter.top_k=1`: rooter
+                if candidate and key[: len(candidate)] == candidate:
+                    return Problem(f"--set {text}", None, None, dotted, message, hint)
+            if candidate in self.marks:
+                line, column = self.marks[candidate]
+                return Problem(self.file, line, column, dotted, message, hint)
+        for length in range(len(path) - 1, -1, -1):
+            if path[:length] in self.marks:
+                line, column = self.marks[path[:length]]
+                return Problem(self.file, line, column, dotted, message, hint)
+        return Problem(self.file, None, None, dotted, message, hint)
+
+
+def _read_text(path: Path) -> str:
+    if path.is_dir():
+        problem = Problem(str(path), None, None, "", "is a folder, not a scenario file")
+        raise ScenarioError([problem])
+    if not path.is_file():
+        raise ScenarioError([Problem(None, None, None, "", f"scenario file not found: {path}")])
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        reason = "not a UTF-8 text file" if isinstance(error, UnicodeDecodeError) else str(error)
+        raise ScenarioError([Problem(str(path), None, None, "", reason)]) from None
+
+
+def _yaml_problem(path: Path, error: yaml.YAMLError) -> Problem:
+    """The problem of a file PyYAML would not read."""
+    if not isinstance(error, yaml.MarkedYAMLError):  # e.g. a control character: no mark
+        return Problem(str(path), None, None, "", f"invalid YAML: {error}")
+    mark = error.problem_mark or error.context_mark
+    line = mark.line + 1 if mark else None
+    column = mark.column + 1 if mark else None
+    problem = error.problem or str(error)
+    context = f" ({error.context})" if error.context else ""
+    return Problem(str(path), line, column, "", f"invalid YAML: {problem}{context}")
+
+
+def read_yaml(path: Path) -> tuple[Any, dict]:
+    """The data of a scenario file and the position of every key in it.
+
+    Returns
+    -------
+    data : object
+        What the file holds (a mapping for any scenario; None for an empty file).
+    marks : dict
+        Key path -> (line, column), 1-based, for every key and list item.
+
+    Raises
+    ------
+    ScenarioError
+        When the file is missing, a folder, not UTF-8, not valid YAML, or gives a key twice.
+    """
+    text = _read_text(path)
+    loader = ScenarioLoader(text)
+    try:
+        node = loader.get_single_node()
+        duplicates: list = []
+        # Positions first: building the data rewrites merge keys (<<) in the nodes.
+        marks = _marks(node, (), duplicates) if node is not None else {}
+        data = loader.construct_document(node) if node is not None else None
+    except yaml.YAMLError as error:
+        raise ScenarioError([_yaml_problem(path, error)]) from None
+    finally:
+        loader.dispose()
+    if duplicates:
+        raise ScenarioError(
+            [
+                Problem(
+                    str(path),
+                    line,
+                    column,
+                    format_path(key),
+                    f"key given twice (first at line {first_line})",
+                    "remove one of them",
+                )
+                for key, line, column, first_line in duplicates
+            ]
+        )
+    return data, marks
