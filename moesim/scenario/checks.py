@@ -311,7 +311,7 @@ def _check_aux_needs_learning(scenario: Scenario, report: _Report) -> None:
 
 
 def _check_verdict_bars(metrics: MetricsConfig, report: _Report) -> None:
-    """The balanced bar is below the collapsed one."""
+    """The balanced bar is below the collapsed one (docs/model.md §6, the verdict)."""
     if metrics.balanced_max_vio > metrics.collapse_max_vio:
         report.add(
             ("metrics", "balanced_max_vio"),

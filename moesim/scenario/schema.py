@@ -51,7 +51,7 @@ class _Section(BaseModel):
 
 
 class DriftConfig(_Section):
-    """Non-stationary token data (model.md 1.1)."""
+    """Non-stationary token data (docs/model.md §1)."""
 
     kind: Literal["none", "shift", "rotate", "walk"] = Field(
         "none",
@@ -70,7 +70,7 @@ class DriftConfig(_Section):
 
 
 class TokensConfig(_Section):
-    """The token stream: synthetic clusters or a replayed trace (model.md 1.1)."""
+    """The token stream: synthetic clusters or a replayed trace (docs/model.md §1)."""
 
     source: Literal["clusters", "file"] = Field(
         "clusters", description="Synthetic clustered tokens, or rows of a .npy/.npz file."
@@ -111,7 +111,7 @@ class TokensConfig(_Section):
 
 
 class RouterConfig(_Section):
-    """Scores and selection (model.md 1.2)."""
+    """Scores and selection (docs/model.md §2)."""
 
     experts: int = Field(256, ge=1, le=65536, description="E, routed experts.")
     top_k: int = Field(8, ge=1, le=65536, description="K, experts per token.")
@@ -151,7 +151,7 @@ class RouterConfig(_Section):
 
 
 class BiasConfig(_Section):
-    """Auxiliary-loss-free balancing with an expert bias (model.md 1.4)."""
+    """Auxiliary-loss-free balancing with an expert bias (docs/model.md §4)."""
 
     enabled: bool = Field(True, description="Use the expert bias.")
     rate: float = Field(1e-3, ge=0, le=10, description="u, bias change per update (bias units).")
@@ -177,7 +177,7 @@ class BiasConfig(_Section):
 
 
 class AuxConfig(_Section):
-    """Auxiliary balance loss and z-loss (model.md 1.5); they act through router learning."""
+    """Auxiliary balance loss and z-loss (docs/model.md §5); they act through router learning."""
 
     kind: (
         Literal["none", "batch", "sequence", "global"]
@@ -246,7 +246,7 @@ class BalanceConfig(_Section):
 
 
 class CapacityConfig(_Section):
-    """Expert capacity and token dropping (model.md 1.3)."""
+    """Expert capacity and token dropping (docs/model.md §3)."""
 
     factor: float | None = Field(
         None, gt=0, le=1e6, description="Capacity in units of T*K/E; null drops nothing."
@@ -260,7 +260,7 @@ class CapacityConfig(_Section):
 
 
 class LearningConfig(_Section):
-    """Router learning on the reward model (model.md 1.6); off = fixed router."""
+    """Router learning on the reward model (docs/model.md §5); off = fixed router."""
 
     enabled: bool = Field(False, description="Train the router centroids.")
     rate: float = Field(10.0, ge=0, le=1e6, description="Learning rate of the centroids.")
@@ -279,7 +279,7 @@ class LearningConfig(_Section):
 
 
 class MetricsConfig(_Section):
-    """Recording and verdict thresholds (model.md 2)."""
+    """Recording and verdict thresholds (docs/model.md §6)."""
 
     record_every: int | None = Field(
         None,
@@ -311,7 +311,7 @@ class MetricsConfig(_Section):
         gt=0,
         le=65536,
         description="Verdict: MaxVio_global (final window) below which, with no starved expert, "
-        "the run is called balanced (model.md section 3 uses 0.1).",
+        "the run is called balanced (docs/model.md §6).",
     )
     collapse_max_vio: float = Field(
         1.0,
