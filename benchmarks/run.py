@@ -1,8 +1,9 @@
 """moesim benchmark suite: ``make bench`` (full, about 75 s on 2 quiet cores) or ``--quick``.
 
 Prints rich tables (times are median ± IQR of repeated runs after warm-up) and the PASS/MISS of
-each performance goal, and writes everything to ``benchmarks/results/latest.json``. The code is in
-``moesim/bench.py`` so that ``moesim bench`` runs the same suite.
+each performance goal, and writes everything to ``benchmarks/results/latest.json``. The code is the
+package ``moesim/bench/`` (``moesim.bench.run_suite``), so ``moesim bench`` runs the same suite;
+this script only sets BLAS's thread count before NumPy is imported.
 """
 
 from __future__ import annotations

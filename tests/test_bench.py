@@ -42,6 +42,44 @@ def test_torch_twin_matches_route():
     np.testing.assert_array_equal(np.sort(indices.numpy(), 1), np.sort(ours, 1))
 
 
+def test_torch_comparison_of_identical_routings(tmp_path):
+    # What the torch worker saves, made by moesim itself: full agreement, no weight difference.
+    from moesim import route
+    from moesim.bench.routing import compare_with_torch
+
+    indices, weights = route(*bench.routing_inputs(64), **bench.DEEPSEEK_V3_ROUTING)
+    np.save(tmp_path / "indices_64.npy", indices)
+    np.save(tmp_path / "weights_64.npy", weights)
+    assert compare_with_torch(64, str(tmp_path)) == {
+        "torch_agreement": 1.0,
+        "torch_ordered_agreement": 1.0,
+        "torch_max_weight_diff": 0.0,
+    }
+
+
+def test_deepseek_v3_router_section_matches_the_kernel_options():
+    router = bench.step_scenario(tokens_per_step=256)["router"]
+    options = bench.DEEPSEEK_V3_ROUTING
+    assert router["experts"] == bench.DEEPSEEK_V3_EXPERTS
+    assert (router["top_k"], router["groups"], router["topk_groups"]) == (
+        options["top_k"],
+        options["n_groups"],
+        options["topk_groups"],
+    )
+    assert (router["score"], router["route_scale"]) == (options["score"], options["route_scale"])
+
+
+def test_unknown_worker_is_refused():
+    import subprocess
+    import sys
+
+    completed = subprocess.run(
+        [sys.executable, "-m", "moesim.bench", "warp", "{}"], capture_output=True, text=True
+    )
+    assert completed.returncode != 0
+    assert "unknown benchmark worker 'warp'" in completed.stderr
+
+
 def test_tiny_suite_end_to_end(tmp_path):
     output = tmp_path / "latest.json"
     results = bench.run_suite(mode="tiny", threads=1, output=output)
@@ -109,14 +147,14 @@ def test_busy_elsewhere_sees_another_process():
     import sys
     import time
 
-    before = bench._cpu_counters()
+    before = bench.cpu_counters()
     if before is None:
         pytest.skip("no /proc/stat on this system")
     spin = "import time\nt = time.time()\nwhile time.time() - t < 1.5:\n    pass\n"
     spinner = subprocess.Popen([sys.executable, "-c", spin])
     try:
         time.sleep(1.0)
-        during = bench._cpu_counters()
+        during = bench.cpu_counters()
     finally:
         spinner.wait()
     # One spinning process holds one core of the machine (more if others are busy too).

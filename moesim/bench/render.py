@@ -1,0 +1,166 @@
+"""The suite's results as rich tables (times: median ± IQR), one table per section, then the
+goals."""
+
+from __future__ import annotations
+
+#: Colour of each goal status.
+STATUS_STYLES = {"PASS": "green", "MISS": "bold red", "SKIP": "yellow", "BUSY": "yellow"}
+
+
+def render(results: dict, console) -> None:
+    """Print the results of :func:`moesim.bench.run_suite` as rich tables."""
+    if not console.is_terminal:
+        # Written to a log or a pipe (80 columns by default): room for whole headers and numbers.
+        console.width = max(console.width, 132)
+    render_machine(results["meta"], console)
+    sections = {
+        "routing": render_routing,
+        "step": render_step,
+        "scaling": render_scaling,
+        "startup": render_startup,
+        "memory": render_memory,
+    }
+    for name, render_section in sections.items():
+        if results.get(name):
+            render_section(results[name], console)
+    render_goals(results["goals"], console)
+
+
+def _table(title: str, *columns: str):
+    """A rich table with the suite's look: first column left-aligned, numbers right-aligned."""
+    from rich import box
+    from rich.table import Table
+
+    table = Table(title=title, title_style="bold", box=box.SIMPLE_HEAD, header_style="bold")
+    for i, column in enumerate(columns):
+        table.add_column(column, justify="left" if i == 0 else "right")
+    return table
+
+
+def _ms(timing: dict | None) -> str:
+    """A timing in seconds as "median ± IQR" in milliseconds; "-" when not measured."""
+    if not timing:
+        return "-"
+    return f"{timing['median'] * 1e3:,.2f} ± {timing['iqr'] * 1e3:,.2f}"
+
+
+def _value(value, unit: str) -> str:
+    """A goal's value: yes/no, a number with its unit, or "-" when not measured."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return f"{value:,.2f}{unit and ' ' + unit}"
+
+
+def render_machine(meta: dict, console) -> None:
+    """One line: CPU, cores, library versions, threads and load."""
+    console.print(
+        f"[bold]{meta['cpu']}[/], {meta['cores']} cores; numpy {meta['numpy']}, numba "
+        f"{meta['numba']}, torch {meta['torch'] or 'absent'}; threads {meta['threads']}; "
+        f"load {meta['load_average'][0]:.2f}",
+        highlight=False,
+    )
+
+
+def render_routing(routing: dict, console) -> None:
+    """Section 1: routing times per T and their ratios to moesim's."""
+    table = _table(
+        "Routing, DeepSeek-V3 (E=256, K=8, 8 groups keep 4), float32 — ms",
+        "T",
+        "moesim",
+        "NumPy ref",
+        "torch",
+        "ref/moesim",
+        "torch/moesim",
+        "torch agrees",
+    )
+    for row in routing["rows"]:
+        base = row["moesim"]["median"]
+        torch_row = row.get("torch")
+        table.add_row(
+            f"{row['tokens']:,}",
+            _ms(row["moesim"]),
+            _ms(row["reference"]),
+            _ms(torch_row),
+            f"{row['reference']['median'] / base:,.1f}x",
+            f"{torch_row['median'] / base:,.2f}x" if torch_row else "-",
+            f"{row['torch_agreement']:.4%}" if torch_row else "-",
+        )
+    console.print(table)
+    if routing["torch_note"]:
+        console.print(f"[yellow]{routing['torch_note']}[/]")
+
+
+def render_step(step: dict, console) -> None:
+    """Section 2: the matmuls, the step learning off and on, and its pieces."""
+    table = _table(f"Full step, T={step['tokens']:,}, E=256, d=64 — ms", "what", "time", "ratio")
+    logits_blas, gradient_blas = step["blas_logits"], step["blas_gradient"]
+    table.add_row("BLAS X @ W.T", _ms(logits_blas), "1")
+    table.add_row("BLAS G.T @ X", _ms(gradient_blas), "")
+    table.add_row(
+        "step, learning off",
+        _ms(step["learning_off"]),
+        f"{step['learning_off']['median'] / logits_blas['median']:.1f}x X@W.T",
+    )
+    both = logits_blas["median"] + gradient_blas["median"]
+    table.add_row(
+        "step, learning on",
+        _ms(step["learning_on"]),
+        f"{step['learning_on']['median'] / both:.1f}x both",
+    )
+    for name, timing in step["pieces"].items():
+        table.add_row(f"  piece: {name}", _ms(timing), "")
+    console.print(table)
+
+
+def render_scaling(scaling: dict, console) -> None:
+    """Section 3: steps/s with 1 and 2 threads per (T, E), and whether the results agree."""
+    table = _table("Scaling — steps/s", "T", "E", "1 thread", "2 threads", "speed-up", "identical")
+    for row in scaling["rows"]:
+        one, two = row["steps_per_second_1t"], row["steps_per_second_2t"]
+        table.add_row(
+            f"{row['tokens']:,}",
+            str(row["experts"]),
+            f"{one:,.1f}",
+            f"{two:,.1f}",
+            f"{two / one:.2f}x",
+            "yes" if row["identical"] else "[red]no[/]",
+        )
+    console.print(table)
+
+
+def render_startup(startup: dict, console) -> None:
+    """Section 4: cold and warm wall time of ``moesim run``."""
+    table = _table(f"Start-up, moesim run ({startup['steps']} steps) — s", "cache", "wall time")
+    for key in ("cold", "warm"):
+        timing = startup.get(key)
+        table.add_row(key, f"{timing['median']:.2f} ± {timing['iqr']:.2f}" if timing else "skipped")
+    console.print(table)
+
+
+def render_memory(memory: dict, console) -> None:
+    """Section 5: one line, the million-step peak RSS and what it was measured or extrapolated
+    from."""
+    measured = memory["measured"]
+    how = "extrapolated from " if memory["extrapolated"] else ""
+    console.print(
+        f"[bold]Memory[/]: peak RSS {memory['peak_rss_mb']:,.0f} MB for 1,000,000 steps "
+        f"({how}{measured['steps']:,} steps: {measured['peak_rss_mb']:,.0f} MB in "
+        f"{measured['seconds']:,.1f} s)",
+        highlight=False,
+    )
+
+
+def render_goals(goals: list[dict], console) -> None:
+    """The goals table: value, target and a coloured status."""
+    table = _table("Goals", "goal", "value", "target", "status")
+    for goal in goals:
+        note = f" ({goal['note']})" if goal.get("note") else ""
+        table.add_row(
+            goal["goal"] + note,
+            _value(goal["value"], goal["unit"]),
+            f"{goal['target']} {goal['unit']}".strip(),
+            f"[{STATUS_STYLES[goal['status']]}]{goal['status']}[/]",
+        )
+    console.print(table)

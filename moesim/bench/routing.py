@@ -1,0 +1,163 @@
+"""Section 1, routing only: moesim's kernel, the NumPy reference and a PyTorch CPU twin.
+
+DeepSeek-V3 routing (E=256, K=8, 8 groups keep 4, sigmoid + bias, scale 2.5) on the same float32
+logits, with the same thread count. The torch twin is also a correctness cross-check (agreement
+of the chosen expert sets).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from moesim.bench.common import (
+    DEEPSEEK_V3_EXPERTS,
+    DEEPSEEK_V3_ROUTING,
+    run_worker,
+    time_call,
+    torch_available,
+)
+
+
+def routing_inputs(
+    n_tokens: int, seed: int = 0, experts: int = DEEPSEEK_V3_EXPERTS
+) -> tuple[np.ndarray, np.ndarray]:
+    """Float32 logits (T, E) ~ N(0, 1) and a bias (E,) ~ N(0, 0.05), as a trained router."""
+    rng = np.random.default_rng([seed, n_tokens])
+    logits = rng.standard_normal((n_tokens, experts)).astype(np.float32)
+    bias = (0.05 * rng.standard_normal(experts)).astype(np.float32)
+    return logits, bias
+
+
+def same_expert_sets(indices: np.ndarray, other: np.ndarray) -> np.ndarray:
+    """(T,) bool: whether two routings chose the same set of experts for each token, in any
+    order (indices (T, K) each)."""
+    return (np.sort(indices, axis=1) == np.sort(other, axis=1)).all(axis=1)
+
+
+# ----------------------------------------------------------------------------------------------
+# The PyTorch twin (run in a worker process)
+
+
+def torch_route(logits, bias, *, top_k, n_groups, topk_groups, route_scale, group_score_topk=2):
+    """DeepSeek-V3 routing in PyTorch, written from the semantics (docs/model.md §2).
+
+    Sigmoid scores; the bias enters selection only; a group scores the sum of its top
+    ``group_score_topk`` selection scores; the ``topk_groups`` best groups are kept and the rest
+    masked with -inf; top-K over the masked selection scores; weights are the original scores of
+    the chosen experts, normalised and scaled.
+
+    Parameters
+    ----------
+    logits : torch.Tensor, shape (T, E), float32
+    bias : torch.Tensor, shape (E,), float32
+
+    Returns
+    -------
+    indices : torch.Tensor (T, K) int64
+    weights : torch.Tensor (T, K) float32
+    """
+    import torch
+
+    n_tokens, n_experts = logits.shape
+    scores = logits.sigmoid()
+    selection = scores + bias
+    grouped = selection.view(n_tokens, n_groups, n_experts // n_groups)
+    group_scores = grouped.topk(group_score_topk, dim=-1)[0].sum(dim=-1)  # (T, G)
+    kept = group_scores.topk(topk_groups, dim=-1)[1]
+    dropped = torch.ones(n_tokens, n_groups, dtype=torch.bool).scatter_(1, kept, False)
+    masked = grouped.masked_fill(dropped.unsqueeze(-1), float("-inf")).flatten(1)
+    indices = masked.topk(top_k, dim=-1)[1]
+    weights = scores.gather(1, indices)
+    weights = weights / (weights.sum(dim=-1, keepdim=True) + 1e-20) * route_scale
+    return indices, weights
+
+
+def torch_routing_worker(payload: dict) -> dict:
+    """In a subprocess: time :func:`torch_route` per T; save its indices for the agreement check.
+
+    torch runs in a process of its own: its OpenMP threads and Numba's would otherwise spin
+    against each other on the same cores and slow both down.
+    """
+    import torch
+
+    torch.set_num_threads(payload["threads"])
+    options = {k: v for k, v in DEEPSEEK_V3_ROUTING.items() if k != "score"}
+    rows = {}
+    for n_tokens in payload["tokens"]:
+        logits, bias = (torch.from_numpy(a) for a in routing_inputs(n_tokens))
+
+        def run(logits=logits, bias=bias):
+            with torch.inference_mode():
+                return torch_route(logits, bias, **options)
+
+        rows[str(n_tokens)] = time_call(run, repeats=payload["repeats"], warmup=2)
+        indices, weights = run()
+        np.save(Path(payload["dir"], f"indices_{n_tokens}.npy"), indices.numpy())
+        np.save(Path(payload["dir"], f"weights_{n_tokens}.npy"), weights.numpy())
+    return {"rows": rows, "threads": torch.get_num_threads(), "version": torch.__version__}
+
+
+# ----------------------------------------------------------------------------------------------
+# The section
+
+
+def bench_routing(token_counts, *, repeats: int, reference_repeats: int, threads: int) -> dict:
+    """Section 1: moesim, NumPy reference and torch routing times per T, and torch agreement."""
+    rows = [
+        time_moesim_and_reference(n_tokens, repeats=repeats, reference_repeats=reference_repeats)
+        for n_tokens in token_counts
+    ]
+    if not torch_available():
+        return {"rows": rows, "torch_note": "torch not installed (pip install 'moesim[bench]')"}
+    with tempfile.TemporaryDirectory(prefix="moesim-bench-torch-") as workdir:
+        payload = {"tokens": list(token_counts), "repeats": repeats, "threads": threads}
+        answer = run_worker("torch_routing", {**payload, "dir": workdir})
+        for row in rows:
+            row["torch"] = answer["rows"][str(row["tokens"])]
+            row.update(compare_with_torch(row["tokens"], workdir))
+    return {"rows": rows, "torch_note": None, "torch_threads": answer["threads"]}
+
+
+def time_moesim_and_reference(n_tokens: int, *, repeats: int, reference_repeats: int) -> dict:
+    """``{"tokens", "moesim", "reference"}``: times of ``moesim.route`` and the NumPy reference."""
+    from moesim.kernels.routing import route
+    from moesim.reference import route_reference
+
+    logits, bias = routing_inputs(n_tokens)
+    return {
+        "tokens": n_tokens,
+        "moesim": time_call(
+            lambda: route(logits, bias, **DEEPSEEK_V3_ROUTING), repeats=repeats, warmup=2
+        ),
+        # Plain NumPy: nothing to compile or warm up, and each call is slow.
+        "reference": time_call(
+            lambda: route_reference(logits, bias, **DEEPSEEK_V3_ROUTING),
+            repeats=reference_repeats,
+            warmup=0,
+        ),
+    }
+
+
+def compare_with_torch(n_tokens: int, workdir: str) -> dict:
+    """How often torch's routing (saved in ``workdir`` by its worker) agrees with moesim's.
+
+    Returns the share of tokens with the same expert set, with the same experts in the same
+    order, and the largest weight difference on the tokens with the same set.
+    """
+    from moesim.kernels.routing import route
+
+    torch_indices = np.load(Path(workdir, f"indices_{n_tokens}.npy"))
+    torch_weights = np.load(Path(workdir, f"weights_{n_tokens}.npy"))
+    indices, weights = route(*routing_inputs(n_tokens), **DEEPSEEK_V3_ROUTING)
+    same_sets = same_expert_sets(indices, torch_indices)
+    # Weights compared expert by expert, on the tokens where both chose the same set.
+    ours = np.take_along_axis(weights, np.argsort(indices, axis=1), 1)[same_sets]
+    theirs = np.take_along_axis(torch_weights, np.argsort(torch_indices, axis=1), 1)[same_sets]
+    return {
+        "torch_agreement": float(same_sets.mean()),
+        "torch_ordered_agreement": float((indices == torch_indices).all(axis=1).mean()),
+        "torch_max_weight_diff": float(np.abs(ours - theirs).max(initial=0.0)),
+    }
