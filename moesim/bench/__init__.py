@@ -6,7 +6,7 @@ Five sections, measured side by side in one run and checked against the performa
 1. :mod:`~moesim.bench.routing`: DeepSeek-V3 routing (E=256, K=8, 8 groups keep 4, sigmoid +
    bias, scale 2.5) by moesim's kernel, the NumPy reference and a PyTorch CPU twin, with the same
    thread count; the torch twin is also a correctness cross-check (agreement of the chosen expert
-   sets).
+   sets). Also the fused step kernel against the reference (``benchmarks/routing.py``).
 2. :mod:`~moesim.bench.step`: a full simulated step (tokens -> logits -> route -> capacity -> bias
    -> metrics, learning off and on) against the BLAS matmuls it contains (``X @ W.T``, and
    ``G.T @ X``).
@@ -45,8 +45,8 @@ from moesim.bench.common import (
 )
 from moesim.bench.goals import evaluate_goals
 from moesim.bench.memory import MEMORY_TARGET_STEPS, bench_memory, memory_scenario
-from moesim.bench.render import render
-from moesim.bench.routing import bench_routing, routing_inputs, torch_route
+from moesim.bench.render import render, render_fused_step
+from moesim.bench.routing import bench_fused_step, bench_routing, routing_inputs, torch_route
 from moesim.bench.scaling import bench_scaling, result_hash, scaling_configs
 from moesim.bench.startup import bench_startup, startup_scenario_yaml
 from moesim.bench.step import bench_step, time_steps
@@ -59,6 +59,7 @@ __all__ = [
     "MEMORY_TARGET_STEPS",
     "MODES",
     "SECTIONS",
+    "bench_fused_step",
     "bench_memory",
     "bench_routing",
     "bench_scaling",
@@ -70,6 +71,7 @@ __all__ = [
     "machine_info",
     "memory_scenario",
     "render",
+    "render_fused_step",
     "result_hash",
     "routing_inputs",
     "run_suite",

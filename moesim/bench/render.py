@@ -1,7 +1,9 @@
 """The suite's results as rich tables (times: median ± IQR), one table per section, then the
-goals."""
+goals; and the fused step benchmark's table (``benchmarks/routing.py``)."""
 
 from __future__ import annotations
+
+from moesim.bench.common import DEEPSEEK_V3_ROUTING
 
 #: Colour of each goal status.
 STATUS_STYLES = {"PASS": "green", "MISS": "bold red", "SKIP": "yellow", "BUSY": "yellow"}
@@ -164,3 +166,33 @@ def render_goals(goals: list[dict], console) -> None:
             f"[{STATUS_STYLES[goal['status']]}]{goal['status']}[/]",
         )
     console.print(table)
+
+
+def render_fused_step(result: dict, console) -> None:
+    """The table and verdict of :func:`moesim.bench.routing.bench_fused_step`."""
+    shape = result["shape"]
+    table = _table(
+        f"routing T={shape['tokens']} E={shape['experts']} K={shape['top_k']} "
+        f"groups {DEEPSEEK_V3_ROUTING['n_groups']} keep {DEEPSEEK_V3_ROUTING['topk_groups']}, "
+        f"d={shape['dim']}, {result['threads']} threads",
+        "implementation",
+        "median ms",
+        "IQR ms",
+        "time / fused",
+    )
+    rows = [
+        ("moesim fused step (Numba)", "fused"),
+        ("NumPy reference", "reference"),
+        ("BLAS matmul X @ W.T (context)", "matmul"),
+    ]
+    for label, key in rows:
+        median = result[f"{key}_ms"]
+        ratio = median / result["fused_ms"]
+        table.add_row(label, f"{median:.2f}", f"{result[f'{key}_iqr_ms']:.2f}", f"{ratio:.1f}x")
+    console.print(table)
+    verdict = "PASS" if result["passed"] else "MISS"
+    console.print(
+        f"fused vs NumPy reference: {result['speedup_vs_reference']:.1f}x "
+        f"(goal >= {result['goal_vs_reference']:g}x): {verdict}; "
+        f"same expert sets on {result['agreement']:.1%} of tokens"
+    )

@@ -2,11 +2,13 @@
 
 DeepSeek-V3 routing (E=256, K=8, 8 groups keep 4, sigmoid + bias, scale 2.5) on the same float32
 logits, with the same thread count. The torch twin is also a correctness cross-check (agreement
-of the chosen expert sets).
+of the chosen expert sets). :func:`bench_fused_step` times the fused step kernel (routing +
+counts) against the same reference and the BLAS matmul; ``benchmarks/routing.py`` runs it.
 """
 
 from __future__ import annotations
 
+import platform
 import tempfile
 from pathlib import Path
 
@@ -19,6 +21,9 @@ from moesim.bench.common import (
     time_call,
     torch_available,
 )
+
+#: The fused step must beat the NumPy reference by this factor (``benchmarks/routing.py``).
+FUSED_STEP_GOAL_VS_REFERENCE = 5.0
 
 
 def routing_inputs(
@@ -160,4 +165,65 @@ def compare_with_torch(n_tokens: int, workdir: str) -> dict:
         "torch_agreement": float(same_sets.mean()),
         "torch_ordered_agreement": float((indices == torch_indices).all(axis=1).mean()),
         "torch_max_weight_diff": float(np.abs(ours - theirs).max(initial=0.0)),
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# The fused step kernel (benchmarks/routing.py)
+
+
+def bench_fused_step(
+    n_tokens: int = 4096,
+    *,
+    experts: int = DEEPSEEK_V3_EXPERTS,
+    top_k: int = 8,
+    dim: int = 64,
+    repeats: int = 20,
+) -> dict:
+    """The fused step kernel (``moesim.routing_step``: routing + counts) against the NumPy
+    reference, with the BLAS matmul ``X @ W.T`` (T×d by d×E, float32) for context.
+
+    DeepSeek-V3's routing with ``experts`` experts and ``top_k`` per token, on the inputs of
+    :func:`routing_inputs`. Times are medians in ms; ``agreement`` is the share of tokens for
+    which the kernel and the reference chose the same experts (anything but 1 voids the speed).
+    """
+    import numba
+
+    from moesim.kernels.step import routing_step
+    from moesim.reference import route_reference
+
+    options = {**DEEPSEEK_V3_ROUTING, "top_k": top_k}
+    logits, bias = routing_inputs(n_tokens, experts=experts)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n_tokens, dim)).astype(np.float32)
+    w = rng.standard_normal((experts, dim)).astype(np.float32)
+    fused = time_call(lambda: routing_step(logits, bias, **options), repeats=repeats)
+    reference = time_call(
+        lambda: route_reference(logits, bias, **options), repeats=max(3, repeats // 5), warmup=0
+    )
+    matmul = time_call(lambda: x @ w.T, repeats=repeats)
+    same_sets = same_expert_sets(
+        routing_step(logits, bias, **options).indices, route_reference(logits, bias, **options)[0]
+    )
+    speedup = reference["median"] / fused["median"]
+    return {
+        "shape": {
+            "tokens": n_tokens,
+            "experts": experts,
+            "top_k": top_k,
+            "dim": dim,
+            "repeats": repeats,
+        },
+        "threads": numba.get_num_threads(),
+        "machine": platform.platform(),
+        "fused_ms": fused["median"] * 1e3,
+        "fused_iqr_ms": fused["iqr"] * 1e3,
+        "reference_ms": reference["median"] * 1e3,
+        "reference_iqr_ms": reference["iqr"] * 1e3,
+        "matmul_ms": matmul["median"] * 1e3,
+        "matmul_iqr_ms": matmul["iqr"] * 1e3,
+        "speedup_vs_reference": speedup,
+        "goal_vs_reference": FUSED_STEP_GOAL_VS_REFERENCE,
+        "passed": bool(speedup >= FUSED_STEP_GOAL_VS_REFERENCE),
+        "agreement": float(same_sets.mean()),
     }
