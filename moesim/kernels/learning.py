@@ -1,4 +1,4 @@
-"""Router learning (model.md 1.5-1.6): reward and loss gradients with respect to the logits.
+"""Router learning (docs/model.md §5): reward and loss gradients with respect to the logits.
 
 The router is trained by gradient ascent on ``J = R - L_aux - L_z`` with
 
@@ -23,6 +23,15 @@ import numpy as np
 from numba import prange
 
 from moesim._jit import CHUNK_TOKENS, n_chunks_for, njit, njit_parallel
+from moesim.kernels.numerics import (
+    NORM_EPS,
+    NORMALIZE_EPS,
+    log_sum_exp,
+    shifted_exp,
+    sigmoid,
+    softmax_normalizer,
+    softmax_normalizer_at,
+)
 from moesim.kernels.routing import (
     SCORE_SIGMOID,
     SCORE_SOFTMAX,
@@ -37,9 +46,6 @@ AUX_SEQUENCE = 2
 AUX_GLOBAL = 3
 AUX_CODES = {"none": AUX_NONE, "batch": AUX_BATCH, "sequence": AUX_SEQUENCE, "global": AUX_GLOBAL}
 
-#: Guard of the sigmoid affinity normalisation, as in Megatron-Core.
-AFFINITY_EPS = 1e-20
-
 
 @njit
 def _affinities_row(logit_row, score_code, out, exponent_bits):
@@ -52,7 +58,7 @@ def _affinities_row(logit_row, score_code, out, exponent_bits):
     _scores_row(logit_row, score_code, out, out, exponent_bits)
     if score_code != SCORE_SIGMOID:
         return 1.0
-    total = out.sum() + AFFINITY_EPS
+    total = out.sum() + NORMALIZE_EPS
     for e in range(out.shape[0]):
         out[e] /= total
     return total
@@ -88,30 +94,25 @@ def _reward_gradient_row(logit_row, indices, rewards, score_code, normalize, rou
     top_k = indices.shape[0]
     if score_code == SCORE_SOFTMAX_AFTER_TOPK or (score_code == SCORE_SOFTMAX and normalize):
         # Weights are a softmax over the selected logits: w'_k (r_k - sum_m w'_m r_m).
-        shift = np.float64(logit_row[indices[0]])
-        for k in range(1, top_k):
-            shift = max(shift, np.float64(logit_row[indices[k]]))
-        total = 0.0
-        for k in range(top_k):
-            total += math.exp(np.float64(logit_row[indices[k]]) - shift)
+        shift, total = softmax_normalizer_at(logit_row, indices)
         mean_reward = 0.0
         for k in range(top_k):
-            mean_reward += math.exp(np.float64(logit_row[indices[k]]) - shift) / total * rewards[k]
+            mean_reward += shifted_exp(logit_row[indices[k]], shift) / total * rewards[k]
         for k in range(top_k):
-            weight = math.exp(np.float64(logit_row[indices[k]]) - shift) / total
+            weight = shifted_exp(logit_row[indices[k]], shift) / total
             g[indices[k]] += route_scale * weight * (rewards[k] - mean_reward)
     elif score_code == SCORE_SIGMOID:
         total = 0.0
         if normalize:
             for k in range(top_k):
-                total += 1.0 / (1.0 + math.exp(-np.float64(logit_row[indices[k]])))
-            total += 1e-20
+                total += sigmoid(np.float64(logit_row[indices[k]]))
+            total += NORMALIZE_EPS
             mean_reward = 0.0
             for k in range(top_k):
-                s = 1.0 / (1.0 + math.exp(-np.float64(logit_row[indices[k]])))
+                s = sigmoid(np.float64(logit_row[indices[k]]))
                 mean_reward += s / total * rewards[k]
         for k in range(top_k):
-            s = 1.0 / (1.0 + math.exp(-np.float64(logit_row[indices[k]])))
+            s = sigmoid(np.float64(logit_row[indices[k]]))
             if normalize:
                 d_score = route_scale * (rewards[k] - mean_reward) / total
             else:
@@ -119,20 +120,14 @@ def _reward_gradient_row(logit_row, indices, rewards, score_code, normalize, rou
             g[indices[k]] += d_score * s * (1.0 - s)
     else:
         # softmax over all experts, unnormalised: w_k = scale * p_{i_k}.
-        n_experts = logit_row.shape[0]
-        shift = np.float64(logit_row[0])
-        for e in range(1, n_experts):
-            shift = max(shift, np.float64(logit_row[e]))
-        total = 0.0
-        for e in range(n_experts):
-            total += math.exp(np.float64(logit_row[e]) - shift)
+        shift, total = softmax_normalizer(logit_row)
         weighted = 0.0
         for k in range(top_k):
-            p = math.exp(np.float64(logit_row[indices[k]]) - shift) / total
+            p = shifted_exp(logit_row[indices[k]], shift) / total
             weighted += route_scale * rewards[k] * p
             g[indices[k]] += route_scale * rewards[k] * p
-        for e in range(n_experts):
-            g[e] -= math.exp(np.float64(logit_row[e]) - shift) / total * weighted
+        for e in range(logit_row.shape[0]):
+            g[e] -= shifted_exp(logit_row[e], shift) / total * weighted
 
 
 @njit
@@ -155,16 +150,10 @@ def _aux_gradient_row(logit_row, score_code, coefficients, p, exponent_bits, g):
 @njit
 def _z_loss_gradient_row(logit_row, coefficient, g):
     """Subtract ``d(coefficient * logsumexp(z)^2)/dz`` from ``g``; returns logsumexp(z)."""
-    n_experts = logit_row.shape[0]
-    shift = np.float64(logit_row[0])
-    for e in range(1, n_experts):
-        shift = max(shift, np.float64(logit_row[e]))
-    total = 0.0
-    for e in range(n_experts):
-        total += math.exp(np.float64(logit_row[e]) - shift)
-    lse = shift + math.log(total)
-    for e in range(n_experts):
-        g[e] -= coefficient * 2.0 * lse * math.exp(np.float64(logit_row[e]) - shift) / total
+    lse, shift, total = log_sum_exp(logit_row)
+    for e in range(logit_row.shape[0]):
+        # In this order (coefficient * 2 lse * exp, then / total): the results' bits depend on it.
+        g[e] -= coefficient * 2.0 * lse * shifted_exp(logit_row[e], shift) / total
     return lse
 
 
@@ -306,7 +295,7 @@ def _token_norm(tokens, t):
     total = 0.0
     for j in range(tokens.shape[1]):
         total += np.float64(tokens[t, j]) ** 2
-    return math.sqrt(total) + 1e-30
+    return math.sqrt(total) + NORM_EPS
 
 
 @njit
@@ -383,7 +372,7 @@ def reusable_zeros(previous: np.ndarray | None, shape: tuple[int, ...]) -> np.nd
 
 
 class RewardModel(Protocol):
-    """What the router learns from (model.md 1.6): register an implementation in
+    """What the router learns from (docs/model.md §5): register an implementation in
     :data:`REWARD_MODELS` under the name ``learning.reward`` selects.
 
     Rewards are per assignment, 0 for dropped ones; ``best`` bounds the gate-weighted mean
@@ -397,7 +386,7 @@ class RewardModel(Protocol):
         """A fresh model for ``n_experts`` experts and tokens of dimension ``dim``.
 
         ``learning`` is the scenario's ``LearningConfig``; ``rng`` is the reward model's own
-        stream (model.md 4).
+        stream (docs/model.md §1, "Randomness").
         """
         ...
 
@@ -415,7 +404,7 @@ class RewardModel(Protocol):
 
 
 class CompetenceAffinityReward:
-    """model.md 1.6: ``r_ti = competence_i * affinity_ti`` (a :class:`RewardModel`).
+    """docs/model.md §5: ``r_ti = competence_i * affinity_ti`` (a :class:`RewardModel`).
 
     ``competence_i = 1 - exp(-N_i / competence_tokens)`` with ``N_i`` the tokens expert ``i``
     has processed (rich get richer); ``affinity_ti = (1 + cos(x_t, m_i)) / 2`` with ``m_i`` an
@@ -468,7 +457,7 @@ class CompetenceAffinityReward:
             self.knowledge_ema * mean_direction
         )
         norms = np.linalg.norm(updated, axis=1, keepdims=True)
-        self.knowledge[active] = updated / np.maximum(norms, 1e-30)
+        self.knowledge[active] = updated / np.maximum(norms, NORM_EPS)
         self.processed += kept_counts
 
 

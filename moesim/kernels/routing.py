@@ -1,4 +1,4 @@
-"""Scores, group-limited top-K selection and gate weights (model.md 1.2).
+"""Scores, group-limited top-K selection and gate weights (docs/model.md §2).
 
 Three layers, as in the rest of ``moesim.kernels``:
 
@@ -10,8 +10,10 @@ Three layers, as in the rest of ``moesim.kernels``:
 Numerics: scores are computed with float64 intermediates and stored in the input's dtype, so a
 float32 router compares float32 scores, as a float32 model would. The bias is added in the input's
 dtype. Gate weights are gathered from the stored scores and normalised in float64, then rounded
-to the input's dtype. ``exp`` is the package's own vectorisable one (``_exp_inplace``), within
-3 ulp of libm's in float64; rounded to float32 the scores agree with libm-based ones.
+to the input's dtype. The score math (sigmoid, softmax, the row ``exp``) lives in
+``moesim.kernels.numerics``, shared with learning: ``exp`` over a row is the package's own
+vectorisable one, within 3 ulp of libm's in float64; rounded to float32 the scores agree with
+libm-based ones.
 
 Speed (docs/performance.md): the per-token routines are inlined by Numba (``njit_inline``), the
 exponentials of a row are computed in SIMD loops, and the top-K search only sorts the few experts
@@ -20,7 +22,6 @@ at or above a cheap lower bound of the K-th best score.
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import numpy as np
@@ -36,6 +37,13 @@ from moesim.kernels.checks import (
     check_integer,
     check_real,
 )
+from moesim.kernels.numerics import (
+    NORMALIZE_EPS,
+    shifted_exp,
+    sigmoid_row,
+    softmax_normalizer_at,
+    softmax_row,
+)
 
 SCORE_SIGMOID = 0
 SCORE_SOFTMAX = 1
@@ -45,9 +53,6 @@ SCORE_CODES = {
     "softmax": SCORE_SOFTMAX,
     "softmax_after_topk": SCORE_SOFTMAX_AFTER_TOPK,
 }
-
-#: Added to the sum of the selected weights before normalising (Megatron-Core's guard).
-NORMALIZE_EPS = 1e-20
 
 
 class RouterSpec(NamedTuple):
@@ -85,44 +90,6 @@ def _insert_descending(value, index, top_values, top_indices, filled, capacity):
     return filled
 
 
-# exp(x) for a whole row at once (Cody-Waite reduction x = k ln2 + r, |r| <= ln2/2, then a
-# degree-13 Taylor polynomial for exp(r) and 2**k built from its exponent bits). Unlike a call to
-# libm's exp per element, these loops contain only arithmetic, so LLVM vectorises them without
-# fastmath. Accuracy: within 3 ulp of libm in float64 (rounded to float32 the scores agree with
-# libm's); the result is the same on every call and every thread.
-_LOG2_E = 1.4426950408889634
-_LN2_HIGH = 6.93147180369123816490e-01  # ln 2 split so that k * _LN2_HIGH is exact
-_LN2_LOW = 1.90821492927058770002e-10
-_EXP_ARGUMENT_LIMIT = 708.0  # exp(+-708) is a normal float64; beyond it the scores saturate
-
-
-@njit_inline
-def _exp_inplace(values, exponent_bits):
-    """``values[e] = exp(values[e])`` for a float64 row; ``exponent_bits`` is int64 scratch."""
-    powers_of_two = exponent_bits.view(np.float64)
-    for e in range(values.shape[0]):
-        x = min(max(values[e], -_EXP_ARGUMENT_LIMIT), _EXP_ARGUMENT_LIMIT)
-        k = math.floor(x * _LOG2_E + 0.5)
-        r = (x - k * _LN2_HIGH) - k * _LN2_LOW
-        p = 1.0 / 6227020800.0
-        p = p * r + 1.0 / 479001600.0
-        p = p * r + 1.0 / 39916800.0
-        p = p * r + 1.0 / 3628800.0
-        p = p * r + 1.0 / 362880.0
-        p = p * r + 1.0 / 40320.0
-        p = p * r + 1.0 / 5040.0
-        p = p * r + 1.0 / 720.0
-        p = p * r + 1.0 / 120.0
-        p = p * r + 1.0 / 24.0
-        p = p * r + 1.0 / 6.0
-        p = p * r + 0.5
-        p = p * r + 1.0
-        values[e] = p * r + 1.0
-        exponent_bits[e] = (np.int64(k) + 1023) << 52
-    for e in range(values.shape[0]):
-        values[e] *= powers_of_two[e]
-
-
 @njit_inline
 def _scores_row(logit_row, score_code, scores, work, exponent_bits):
     """Router scores of one token, written into ``scores``.
@@ -132,27 +99,12 @@ def _scores_row(logit_row, score_code, scores, work, exponent_bits):
     ``work`` (float64) and ``exponent_bits`` (int64) are scratch rows of length E; ``work`` may
     be ``scores`` itself when ``scores`` is float64.
     """
-    n_experts = logit_row.shape[0]
     if score_code == SCORE_SIGMOID:
-        for e in range(n_experts):
-            work[e] = -np.float64(logit_row[e])
-        _exp_inplace(work, exponent_bits)
-        for e in range(n_experts):
-            scores[e] = 1.0 / (1.0 + work[e])
+        sigmoid_row(logit_row, scores, work, exponent_bits)
     elif score_code == SCORE_SOFTMAX:
-        shift = np.float64(logit_row[0])
-        for e in range(1, n_experts):
-            shift = max(shift, np.float64(logit_row[e]))
-        for e in range(n_experts):
-            work[e] = np.float64(logit_row[e]) - shift
-        _exp_inplace(work, exponent_bits)
-        total = 0.0
-        for e in range(n_experts):
-            total += work[e]
-        for e in range(n_experts):
-            scores[e] = work[e] / total
+        softmax_row(logit_row, scores, work, exponent_bits)
     else:
-        for e in range(n_experts):
+        for e in range(logit_row.shape[0]):
             scores[e] = logit_row[e]
 
 
@@ -166,14 +118,9 @@ def _gate_weights(logit_row, scores, indices, score_code, normalize, route_scale
     top_k = indices.shape[0]
     total = 0.0
     if score_code == SCORE_SOFTMAX_AFTER_TOPK:
-        shift = np.float64(logit_row[indices[0]])
-        for k in range(1, top_k):
-            shift = max(shift, np.float64(logit_row[indices[k]]))
-        exp_total = 0.0
+        shift, exp_total = softmax_normalizer_at(logit_row, indices)
         for k in range(top_k):
-            exp_total += math.exp(np.float64(logit_row[indices[k]]) - shift)
-        for k in range(top_k):
-            weights_out[k] = math.exp(np.float64(logit_row[indices[k]]) - shift) / exp_total
+            weights_out[k] = shifted_exp(logit_row[indices[k]], shift) / exp_total
     else:
         for k in range(top_k):
             weights_out[k] = scores[indices[k]]
@@ -576,7 +523,7 @@ def route(
     normalize: bool | None = None,
     route_scale: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Route tokens to experts (model.md 1.2; DeepSeek-V3 ``Gate`` / Megatron-Core semantics).
+    """Route tokens to experts (docs/model.md §2; DeepSeek-V3 ``Gate`` / Megatron-Core semantics).
 
     Parameters
     ----------
