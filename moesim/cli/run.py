@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from pathlib import Path
@@ -23,23 +22,25 @@ from moesim.cli.common import (
     load_or_exit,
     stop_on_interrupt,
 )
-
-
-def _format(value, digits: int = 3) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "-"
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
-def _percent(value) -> str:
-    return "-" if value is None or math.isnan(value) else f"{value:.2%}"
-
+from moesim.results.metrics import format_metric
 
 VERDICT_STYLE = {"balanced": "green", "imbalanced": "yellow", "collapsed": "bold red"}
+#: Columns of the summary table: (summary metric, header, decimals or None for the metric's
+#: default). The headers are short and tiny values are rounded (``0.000``, not ``4.00e-04``), so
+#: the table fits 80 columns; values are formatted by :func:`moesim.results.metrics.format_metric`,
+#: as in the report.
+SUMMARY_COLUMNS = (
+    ("max_vio_global", "MaxVio\nglobal", None),
+    ("mean_max_vio_batch", "MaxVio\nbatch", 2),
+    ("final_max_vio_batch", "final\nbatch", 2),
+    ("cv", "CV", None),
+    ("starved", "starved", None),
+    ("drop_rate", "dropped\nassign.", None),
+    ("token_drop_rate", "dropped\ntokens", None),
+    ("steps_to_balance", "balanced\nat step", None),
+)
+#: Drop columns, shown only when some variant has a capacity.
+DROP_COLUMNS = ("drop_rate", "token_drop_rate")
 
 
 def summary_table(title: str, summaries: list[dict]) -> Table:
@@ -53,26 +54,18 @@ def summary_table(title: str, summaries: list[dict]) -> Table:
         padding=0,  # the box already puts a space between columns: the table fits 80 columns
     )
     show_drops = any(s.get("capacity") is not None for s in summaries)
-    headers = ["MaxVio\nglobal", "MaxVio\nbatch", "final\nbatch", "CV", "starved"]
-    headers += ["dropped\nassign.", "dropped\ntokens"] * show_drops + ["balanced\nat step"]
+    columns = [c for c in SUMMARY_COLUMNS if show_drops or c[0] not in DROP_COLUMNS]
     # On a narrow terminal long variant names fold; the numbers and the verdict never do.
     table.add_column("variant", overflow="fold")
-    for header in headers:
+    for _, header, _ in columns:
         table.add_column(header, justify="right", min_width=max(map(len, header.split("\n"))))
     table.add_column("verdict", no_wrap=True)
     for s in summaries:
         style = VERDICT_STYLE.get(s["verdict"], "")
         partial = " [dim](partial)[/]" if s.get("partial") else ""
-        drops = [_percent(s.get("drop_rate")), _percent(s.get("token_drop_rate"))]
         table.add_row(
             s["variant"] + partial,
-            _format(s["max_vio_global"]),
-            _format(s["mean_max_vio_batch"], 2),
-            _format(s["final_max_vio_batch"], 2),
-            _format(s["cv"]),
-            str(s["starved"]),
-            *(drops if show_drops else []),
-            _format(s["steps_to_balance"]),
+            *(format_metric(n, s.get(n), digits, scientific=False) for n, _, digits in columns),
             f"[{style}]{s['verdict']}[/]" if style else s["verdict"],
         )
     return table

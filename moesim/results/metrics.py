@@ -1,0 +1,244 @@
+"""What a result is made of: the history columns, the summary metrics and how both are shown.
+
+The bottom of the package: the engine fills these columns, the results folder writes them, the
+scenario checks a sweep's metric against them, figures, reports and the command line label and
+format them from here (:data:`METRICS`, :func:`format_metric`) and order swept values by
+:func:`sort_key`. Nothing here imports the rest of moesim.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+
+from moesim.errors import suggest
+
+#: Columns of the per-record history, in order (meanings in docs/metrics.md).
+HISTORY_COLUMNS = (
+    "step",
+    "max_vio_batch",
+    "max_vio_window",
+    "cv",
+    "entropy",
+    "gini",
+    "starved",
+    "top10_share",
+    "max_vio_batch_kept",
+    "drop_rate",
+    "token_drop_rate",
+    "fully_dropped_rate",
+    "padding_waste",
+    "bias_min",
+    "bias_mean",
+    "bias_max",
+    "fidelity",
+    "specialization",
+    "quality",
+    "quality_ratio",
+    "aux_loss",
+    "z_loss",
+)
+
+
+# ----------------------------------------------------------------------------------------------
+# Summary metrics and how they are shown: labels with units, table titles, scale and range
+
+
+class Metric(NamedTuple):
+    """How a summary metric is shown: axis label (with units), table header, scale and range."""
+
+    label: str
+    title: str
+    percent: bool = False  # stored as a fraction, shown in %
+    log: bool = False  # log y allowed when the means span more than 30x
+    low: float | None = 0.0  # the metric's range (stored units): bands are clipped to it
+    high: float | None = None
+
+    @property
+    def scale(self) -> float:
+        """Factor from stored to shown units: 100 for a percentage, else 1."""
+        return 100.0 if self.percent else 1.0
+
+
+#: Every numeric key of the summary :func:`moesim.engine.summarize` builds, in its order, with how
+#: it is shown (definitions: docs/model.md §6; meanings and units: docs/metrics.md). Adding a
+#: summary metric means adding it here (and to docs/metrics.md); tests check both.
+METRICS = {
+    "steps": Metric("steps in the scenario (steps)", "steps"),
+    "steps_done": Metric("steps run (steps)", "steps done"),
+    "max_vio_global": Metric("MaxVio_global (max / mean load − 1)", "MaxVio global", log=True),
+    "mean_max_vio_batch": Metric(
+        "mean MaxVio_batch (max / mean load − 1)", "MaxVio batch (mean)", log=True
+    ),
+    "final_max_vio_batch": Metric(
+        "final MaxVio_batch (max / mean load − 1)", "MaxVio batch (final)", log=True
+    ),
+    "max_vio_noise_floor": Metric(
+        "MaxVio of uniform routing (max / mean load − 1)", "MaxVio noise floor", log=True
+    ),
+    "cv": Metric("CV of expert loads (std / mean)", "CV"),
+    "entropy": Metric("load entropy (H / log E; 1 = uniform)", "entropy", high=1.0),
+    "gini": Metric("Gini of expert loads (0 = equal)", "Gini", high=1.0),
+    "starved": Metric("starved experts (count)", "starved"),
+    "top10_share": Metric("load of the top 10% of experts (%)", "top-10% share", True, high=1.0),
+    "drop_rate": Metric("assignments dropped (%)", "drop rate (assign.)", True, high=1.0),
+    "token_drop_rate": Metric("tokens dropped (%)", "drop rate (tokens)", True, high=1.0),
+    "fully_dropped_rate": Metric(
+        "tokens with every assignment dropped (%)", "fully dropped (tokens)", True, high=1.0
+    ),
+    "final_drop_rate": Metric(
+        "assignments dropped, final window (%)", "drop rate (final)", True, high=1.0
+    ),
+    "capacity": Metric("expert capacity (assignments per step)", "capacity"),
+    "steps_to_balance": Metric("steps to balance (steps)", "steps to balance"),
+    "balance_threshold": Metric("steps-to-balance bar (max / mean load − 1)", "balance threshold"),
+    "balance_window": Metric("steps-to-balance window (steps)", "balance window"),
+    "bias_oscillation": Metric("bias oscillation (bias units)", "bias oscillation"),
+    "fidelity": Metric("routing fidelity (share of unbiased top-K)", "fidelity", high=1.0),
+    "specialization": Metric("specialization (MI / H(cluster))", "specialization", high=1.0),
+    "quality": Metric("quality (mean reward of chosen experts)", "quality", low=None),
+    "quality_ratio": Metric("quality ratio (quality / best expert)", "quality ratio", low=None),
+    "final_window_steps": Metric("final window (steps)", "final window"),
+    "seconds": Metric("run time (s)", "seconds"),
+    "steps_per_second": Metric("speed (steps per second)", "steps/s"),
+}
+
+#: The numeric keys of the summary :func:`moesim.engine.summarize` builds, in its order: the
+#: metrics a sweep can rank points by (``moesim sweep`` checks ``--metric`` against them before
+#: anything runs). A test compares them with a real summary, so this table and the engine stay
+#: in step.
+SUMMARY_METRICS = tuple(METRICS)
+
+#: Summary keys that are not metrics (they are columns already, or text).
+NOT_METRICS = frozenset({"variant", "partial"})
+#: Text keys of a run's summary: columns of sweep.csv, but nothing to rank points by.
+TEXT_SUMMARY_KEYS = ("verdict", "verdict_reason")
+
+
+def metric_problem(metric) -> tuple[str, str | None] | None:
+    """What is wrong with ``metric`` as the metric that picks a sweep's best point, and a
+    suggestion; None when it is one of :data:`SUMMARY_METRICS`.
+
+    Shared by ``moesim sweep --metric`` and the scenario's validation of ``sweep.metric`` (which
+    adds the file, line and column).
+    """
+    if metric in SUMMARY_METRICS:
+        return None
+    if metric in NOT_METRICS or metric in TEXT_SUMMARY_KEYS:
+        message = f"{metric!r} is not a number, so it cannot pick the best point"
+    else:
+        message = f"unknown metric {metric!r}"
+    message += f" (metrics: {', '.join(SUMMARY_METRICS)})"
+    return message, suggest(metric, SUMMARY_METRICS)
+
+
+# ----------------------------------------------------------------------------------------------
+# Swept parameters, the number format and the order of swept values
+
+#: Scenario key paths that sweeps vary: (axis label with units, short name for legends).
+PARAMETERS = {
+    "balance.bias.rate": ("bias update rate u (bias units per update)", "u"),
+    "balance.bias.every": ("steps per bias update (steps)", "bias every"),
+    "balance.bias.rule": ("bias update rule", "rule"),
+    "balance.bias.enabled": ("expert bias on", "bias"),
+    "balance.aux.alpha": ("auxiliary-loss coefficient α", "α"),
+    "balance.aux.z_loss": ("z-loss coefficient β", "β"),
+    "balance.aux.kind": ("auxiliary loss", "aux"),
+    "capacity.factor": ("capacity factor (× fair share T·K/E)", "capacity factor"),
+    "capacity.policy": ("capacity overflow policy", "policy"),
+    "router.score": ("score function", "score"),
+    "router.top_k": ("experts per token K", "K"),
+    "router.experts": ("routed experts E", "E"),
+    "router.groups": ("expert groups G", "G"),
+    "router.topk_groups": ("groups kept per token", "groups kept"),
+    "router.init_skew": ("initial router skew", "skew"),
+    "tokens.tokens_per_step": ("tokens per step T", "T"),
+    "tokens.source": ("token source", "source"),
+    "tokens.clusters": ("token domains C", "C"),
+    "tokens.zipf_exponent": ("Zipf exponent s of the domain weights", "s"),
+    "tokens.separation": ("domain separation", "separation"),
+    "tokens.seq_coherence": ("sequence coherence", "coherence"),
+    "learning.rate": ("router learning rate", "learning rate"),
+    "learning.competence_tokens": ("tokens to competence (tokens)", "competence tokens"),
+    "variant": ("variant", "variant"),
+}
+
+
+def metric_spec(name: str) -> Metric:
+    """:data:`METRICS` entry of ``name``; an unknown metric is shown by name, range unknown."""
+    return METRICS.get(name) or Metric(name.replace("_", " "), name, low=None)
+
+
+def parameter_label(key: str) -> str:
+    """Axis label of a scenario key path (the key path itself when it is not in the table)."""
+    return PARAMETERS[key][0] if key in PARAMETERS else key
+
+
+def parameter_short(key: str) -> str:
+    """Legend name of a scenario key path: ``u``, ``score``, ... (else its last part)."""
+    return PARAMETERS[key][1] if key in PARAMETERS else key.rsplit(".", 1)[-1]
+
+
+def format_number(value, digits: int = 3, *, scientific: bool = True) -> str:
+    """One number for tables and legends: '-' for missing, ``digits`` decimals, thousands
+    separated; a value too small for them in scientific notation (``1.20e-04``), unless not
+    ``scientific`` (a terminal table keeps its columns narrow: ``0.000``)."""
+    if value is None:
+        return "-"
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, (int, np.integer)):
+        return f"{int(value):,}"
+    value = float(value)
+    if not math.isfinite(value):
+        return "-"
+    if scientific and value != 0 and abs(value) < 10 ** (-digits + 1) / 10:
+        return f"{value:.{max(1, digits - 1)}e}"
+    if abs(value) >= 10_000:
+        return f"{value:,.0f}"
+    return f"{value:.{digits}f}"
+
+
+def format_metric(name: str, value, digits: int | None = None, *, scientific: bool = True) -> str:
+    """A value of summary metric ``name`` for a table, in the metric's units: a fraction shown
+    in % (``0.1234`` -> ``'12.34%'``) when :attr:`Metric.percent`, else as
+    :func:`format_number` shows it (``digits`` and ``scientific`` are passed on).
+
+    ``digits`` are the decimals shown: by default 3, and 2 for a percentage.
+    """
+    if not metric_spec(name).percent:
+        return format_number(value, 3 if digits is None else digits, scientific=scientific)
+    try:
+        percent = 100 * float(value)
+    except (TypeError, ValueError):
+        return "-"
+    text = format_number(percent, 2 if digits is None else digits, scientific=scientific)
+    return text if text == "-" else f"{text}%"
+
+
+def format_value(value) -> str:
+    """A swept parameter's value for legends and tables: ``none``, whole numbers without a
+    decimal point (``2``, not ``2.0``), else 4 significant digits; text as it is."""
+    if value is None:
+        return "none"
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        if value.is_integer() and abs(value) < 1e6:
+            return str(int(value))
+        return f"{value:.4g}"
+    return str(value)
+
+
+def sort_key(value) -> tuple:
+    """One order for swept values everywhere (tables, CSV files, figures, the report): numbers
+    by value, then text, then missing values (None, NaN) last."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return (2, 0.0, "")
+    if isinstance(value, (bool, int, float)) or hasattr(value, "__float__"):
+        try:
+            return (0, float(value), "")
+        except (TypeError, ValueError):
+            pass
+    return (1, 0.0, str(value))
