@@ -17,6 +17,7 @@ _PUBLIC = {
     "Result": "moesim.results.model",
     "VariantResult": "moesim.results.model",
     "simulate": "moesim.engine",
+    "run_scenario": "moesim.engine",
     "ScenarioError": "moesim.errors",
     "Scenario": "moesim.scenario",
     "expand_variants": "moesim.scenario",
@@ -44,6 +45,7 @@ __all__ = [
     "load_stats",
     "route",
     "routing_step",
+    "run_scenario",
     "simulate",
     "update_bias",
 ]
@@ -62,7 +64,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for editors and type checkers: the same names, imported eagerly
-    from moesim.engine import simulate
+    from moesim.engine import run_scenario, simulate
     from moesim.errors import ScenarioError
     from moesim.kernels.balance import update_bias
     from moesim.kernels.capacity import apply_capacity, expert_capacity

@@ -22,7 +22,7 @@ from moesim.engine import (
 )
 from moesim.kernels.learning import REWARD_MODELS
 from moesim.kernels.step import NO_CAPACITY
-from moesim.results import HISTORY_COLUMNS
+from moesim.results import HISTORY_COLUMNS, OutputExistsError
 
 SMALL = {
     "name": "small",
@@ -341,3 +341,43 @@ def test_the_verdict_uses_balanced_max_vio_and_explains_the_two_bars():
     loose = summary_of(loads, balanced_max_vio=0.2)
     assert loose["verdict"] == "balanced"
     assert "< 0.2 (metrics.balanced_max_vio)" in loose["verdict_reason"]
+
+
+def test_run_scenario_writes_a_results_folder_and_refuses_to_overwrite(tmp_path):
+    """The library call behind ``moesim run``: the same folder, from a notebook."""
+    data = dict(
+        SMALL, variants=[{"name": "bias"}, {"name": "soft", "router": {"score": "softmax"}}]
+    )
+    result, folder = moesim.run_scenario(data, tmp_path / "out", command=["notebook"])
+    assert folder == tmp_path / "out" and list(result.summary) == ["bias", "soft"]
+    summary = json.loads((folder / "summary.json").read_text())
+    assert [v["variant"] for v in summary["variants"]] == ["bias", "soft"]
+    assert summary["partial"] is False
+    assert json.loads((folder / "manifest.json").read_text())["command"] == ["notebook"]
+    before = {path.name: path.read_bytes() for path in folder.iterdir()}
+    with pytest.raises(OutputExistsError, match="force"):
+        moesim.run_scenario(data, folder)
+    assert {path.name: path.read_bytes() for path in folder.iterdir()} == before
+    forced, _ = moesim.run_scenario(dict(data, steps=5), folder, force=True)
+    assert json.loads((folder / "summary.json").read_text())["variants"][0]["steps"] == 5
+    assert forced.summary["bias"]["steps_done"] == 5
+
+
+def test_run_scenario_stopped_early_saves_what_finished_marked_partial(tmp_path):
+    calls = {"n": 0}
+
+    def stop_in_the_second_variant():
+        calls["n"] += 1
+        return calls["n"] > SMALL["steps"] + 3
+
+    data = dict(SMALL, variants=[{"name": "first"}, {"name": "second"}, {"name": "third"}])
+    result, folder = moesim.run_scenario(
+        data, tmp_path / "out", should_stop=stop_in_the_second_variant
+    )
+    assert result.partial and [v.name for v in result.variants] == ["first", "second"]
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["partial"] is True
+    first, second = summary["variants"]
+    assert first["partial"] is False and first["steps_done"] == SMALL["steps"]
+    assert second["partial"] is True and second["steps_done"] == 3
+    assert not list(folder.glob(".*.tmp"))  # every file written atomically

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 from typing import Annotated
 
@@ -85,43 +84,29 @@ def run(
     plot: Annotated[bool, typer.Option("--plot", help="Also write figures/ at the end.")] = False,
 ) -> None:
     """Run a scenario (every variant), print the summary table and save the results."""
-    from moesim.engine import simulate
-    from moesim.results import (
-        OutputExistsError,
-        default_output_dir,
-        prepare_output_dir,
-        write_results,
-    )
+    from moesim.engine import run_scenario
+    from moesim.results import OutputExistsError, default_output_dir
     from moesim.tokens import TraceError
 
     resolved = load_or_exit(scenario, set_, steps, seed)
     target = output if output is not None else default_output_dir(resolved)
     try:
-        target = prepare_output_dir(target, force=force)
+        with stop_on_interrupt() as stop_requested:
+            result, target = run_scenario(
+                resolved,
+                target,
+                force=force,
+                progress=not quiet,
+                should_stop=stop_requested,
+                command=["moesim", *sys.argv[1:]],
+            )
     except OutputExistsError as error:
         raise fail(str(error), EXIT_REFUSED) from None
     except OSError as error:
+        # Whatever was written before stays; say what could not be.
         raise fail(cannot_write(target, error), EXIT_REFUSED) from None
-    started = time.perf_counter()
-    command = ["moesim", *sys.argv[1:]]
-
-    def save(result) -> None:
-        try:
-            write_results(result, target, seconds=time.perf_counter() - started, command=command)
-        except OSError as error:
-            # Whatever was written before stays; say what could not be, and stop.
-            raise fail(cannot_write(target, error), EXIT_REFUSED) from None
-
-    if not quiet:
-        console.print("[dim]compiling kernels (first run only)...[/]", highlight=False)
-    try:
-        with stop_on_interrupt() as stop_requested:
-            result = simulate(
-                resolved, progress=not quiet, on_variant=save, should_stop=stop_requested
-            )
     except TraceError as error:
         raise fail(str(error)) from None
-    save(result)
     console.print(summary_table(f"moesim: {resolved.name}", [v.summary for v in result.variants]))
     if plot and result.variants:
         from moesim.cli.figures import plot_after_run

@@ -7,7 +7,8 @@
 - :mod:`~moesim.engine.learner`: :class:`RouterLearner`, router learning.
 - :mod:`~moesim.engine.recorder`: :class:`Recorder`, the running counters and the history.
 - :mod:`~moesim.engine.summary`: :func:`summarize`, a variant's summary metrics and verdict.
-- :mod:`~moesim.engine.run`: :func:`simulate`, every variant of a scenario.
+- :mod:`~moesim.engine.run`: :func:`simulate` (every variant, in memory) and
+  :func:`run_scenario` (every variant, into a results folder).
 """
 
 from moesim import tokens as token_stream  # the loop's token source (tests replace generate)
@@ -16,7 +17,7 @@ from moesim.engine.learner import RouterLearner
 from moesim.engine.loop import simulate_variant
 from moesim.engine.recorder import FIDELITY_TOKENS, Recorder, final_window_for
 from moesim.engine.router import capacity_for, initial_centroids, router_spec_for
-from moesim.engine.run import simulate
+from moesim.engine.run import run_scenario, simulate
 from moesim.engine.summary import bias_oscillation, summarize
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "final_window_for",
     "initial_centroids",
     "router_spec_for",
+    "run_scenario",
     "simulate",
     "simulate_variant",
     "summarize",

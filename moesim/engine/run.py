@@ -1,9 +1,15 @@
-"""Running a whole scenario: every variant on one token stream."""
+"""Running a whole scenario: every variant on one token stream, in memory or into a folder."""
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
+from rich import get_console
+
 from moesim.engine.loop import simulate_variant
 from moesim.progress import progress_bar
+from moesim.results.folder import default_output_dir, prepare_output_dir, write_results
 from moesim.results.model import Result
 from moesim.scenario import expand_variants, load_scenario
 
@@ -16,10 +22,10 @@ def simulate(scenario, *, progress: bool = False, on_variant=None, should_stop=N
     scenario : Scenario, dict or path
         Anything :func:`moesim.load_scenario` accepts.
     progress : bool
-        Show a rich progress bar per variant.
+        Say that the kernels compile, then show a rich progress bar per variant.
     on_variant : callable(Result), optional
-        Called after each variant finishes (the CLI saves results there, so an interrupted run
-        keeps the variants it finished).
+        Called after each variant finishes (:func:`run_scenario` saves results there, so an
+        interrupted run keeps the variants it finished).
     should_stop : callable() -> bool, optional
         Polled every step; see :func:`simulate_variant`.
 
@@ -31,6 +37,8 @@ def simulate(scenario, *, progress: bool = False, on_variant=None, should_stop=N
     scenario = load_scenario(scenario)
     variants = expand_variants(scenario)
     result = Result(scenario=scenario)
+    if progress:
+        get_console().print("[dim]compiling kernels (first run only)...[/]", highlight=False)
     with progress_bar(progress) as bar:
         for name, variant in variants:
             # Every variant's stream comes from the scenario's one seed, so variants with the
@@ -54,3 +62,65 @@ def simulate(scenario, *, progress: bool = False, on_variant=None, should_stop=N
             if outcome.partial:
                 break
     return result
+
+
+def run_scenario(
+    scenario,
+    output_dir=None,
+    *,
+    force: bool = False,
+    progress: bool = False,
+    should_stop=None,
+    command=None,
+) -> tuple[Result, Path]:
+    """Run every variant of a scenario into a results folder, as ``moesim run`` does.
+
+    The folder is checked first: one that already holds results is refused unless ``force``.
+    Every results file is then rewritten after each variant, atomically (a file is the old one
+    or the complete new one), so a run stopped early keeps the variants it finished, marked
+    ``partial`` in ``summary.json`` and ``manifest.json``.
+
+    Parameters
+    ----------
+    scenario : Scenario, dict or path
+        Anything :func:`moesim.load_scenario` accepts.
+    output_dir : str or Path, optional
+        The results folder; ``output.dir`` of the scenario or ``results/<name>`` when omitted.
+    force : bool
+        Overwrite the results already in ``output_dir``.
+    progress : bool
+        Show a progress bar per variant.
+    should_stop : callable() -> bool, optional
+        Polled every step: a true value ends the run there, marked partial, and the finished
+        steps and variants are saved. So does an interrupt (KeyboardInterrupt: Ctrl-C, a
+        notebook's stop button).
+    command : list of str, optional
+        The command recorded in ``manifest.json`` (``sys.argv`` when omitted).
+
+    Returns
+    -------
+    (Result, Path)
+        The result, as :func:`simulate` returns it, and the results folder.
+
+    Raises
+    ------
+    ScenarioError
+        The scenario is invalid.
+    OutputExistsError
+        ``output_dir`` already holds results and ``force`` is off; nothing was written.
+    OSError
+        The folder cannot be made or written; files written before the error stay.
+    TraceError
+        A replayed trace (``tokens.source: file``) cannot be read.
+    """
+    scenario = load_scenario(scenario)
+    folder = default_output_dir(scenario) if output_dir is None else output_dir
+    folder = prepare_output_dir(folder, force=force)
+    started = time.perf_counter()
+
+    def save(result: Result) -> None:
+        write_results(result, folder, seconds=time.perf_counter() - started, command=command)
+
+    result = simulate(scenario, progress=progress, on_variant=save, should_stop=should_stop)
+    save(result)
+    return result, folder
