@@ -1,4 +1,4 @@
-"""The behaviour the model must reproduce (docs/model.md section 8), on the shipped scenarios.
+"""The behaviour the model must reproduce (docs/model.md §8), on the shipped scenarios.
 
 Reduced sizes where the behaviour already shows; the bias-rate study needs the full run length
 (too slow a rate is only distinguishable from the right one once the right one has converged) and
@@ -52,7 +52,7 @@ def test_aux_loss_needs_a_large_alpha_and_then_costs_specialization(reduced):
     assert strong["specialization"] < bias["specialization"] - 0.03
 
 
-#: Seeds of the bias-rate study (docs/model.md section 8 gives the numbers of each).
+#: Seeds of the bias-rate study (docs/model.md §8 gives the numbers of each).
 RATE_SEEDS = (0, 1, 2)
 
 
@@ -80,7 +80,7 @@ def test_too_slow_a_bias_rate_is_worse_on_max_vio_global(bias_rates):
 @pytest.mark.slow
 def test_too_fast_a_bias_rate_oscillates(bias_rates):
     # The "too fast" half of the U is not in MaxVio_global: at 1e-2 it is 0.067 / 0.039 / 0.029,
-    # no worse than 1e-3 at two seeds of three (docs/model.md 8), so it is not asserted. The bias
+    # no worse than 1e-3 at two seeds of three (docs/model.md §8), so it is not asserted. The bias
     # oscillates more (0.026 / 0.023 / 0.027 against 0.006 / 0.005 / 0.005), and single batches
     # are less balanced (final MaxVio_batch 0.62 / 0.60 / 0.60 against 0.50 / 0.50 / 0.48).
     for seed in RATE_SEEDS:
