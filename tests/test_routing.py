@@ -1,12 +1,15 @@
 """route() against the NumPy reference, its invariants, and DeepSeek-V3 / Megatron conformance."""
 
+import inspect
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from moesim import route
-from moesim.kernels.routing import router_logits
+from moesim import route, routing_step
+from moesim.kernels.numerics import NORMALIZE_EPS
+from moesim.kernels.routing import ROUTER_OPTIONS, resolve_router_spec, router_logits
 from moesim.reference import logits_reference, route_reference, selection_reference
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -286,7 +289,7 @@ def test_bias_never_changes_weights(case):
     if normalize is None:
         normalize = case["score"] == "sigmoid"
     if normalize:
-        expected = expected / (expected.sum(axis=1, keepdims=True) + 1e-20)
+        expected = expected / (expected.sum(axis=1, keepdims=True) + NORMALIZE_EPS)
     expected = expected * case["route_scale"]
     rtol = 2e-6 if logits.dtype == np.float32 else 1e-12
     np.testing.assert_allclose(weights, expected, rtol=rtol, atol=rtol * case["route_scale"])
@@ -487,3 +490,31 @@ def test_router_logits_match_reference_bit_for_bit(n_tokens, dim, n_experts, dty
     np.testing.assert_array_equal(logits, logits_reference(tokens, centroids))
     tolerance = 1e-4 if dtype == np.float32 else 1e-10
     np.testing.assert_allclose(logits, tokens @ centroids.T.astype(dtype), atol=tolerance * dim)
+
+
+def _keyword_defaults(function, leave_out=()):
+    """``{name: default}`` of a function's keyword-only parameters (``empty`` when required)."""
+    return {
+        name: parameter.default
+        for name, parameter in inspect.signature(function).parameters.items()
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY and name not in leave_out
+    }
+
+
+def test_router_options_have_one_list_and_one_set_of_defaults():
+    """resolve_router_spec declares the options; route's documented signature and the twin's
+    spell them out and must agree with it, name for name and default for default."""
+    declared = _keyword_defaults(resolve_router_spec, leave_out=("has_bias",))
+    assert tuple(declared) == ROUTER_OPTIONS
+    assert _keyword_defaults(route) == declared
+    assert _keyword_defaults(route_reference) == declared
+    # routing_step forwards them: only its capacity options are its own.
+    assert set(_keyword_defaults(routing_step)) == {"capacity_factor", "capacity_policy"}
+
+
+def test_an_unknown_routing_option_is_named_with_the_closest_one():
+    logits = np.zeros((4, 8))
+    with pytest.raises(TypeError, match=r"'topk' is not a routing option; did you mean 'top_k'"):
+        routing_step(logits, top_k=2, topk=2)
+    with pytest.raises(TypeError, match=r"'zzz' is not a routing option; the options are top_k"):
+        routing_step(logits, top_k=2, zzz=1)

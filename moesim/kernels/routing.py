@@ -22,12 +22,14 @@ at or above a cheap lower bound of the K-th best score.
 
 from __future__ import annotations
 
+import inspect
 from typing import NamedTuple
 
 import numpy as np
 from numba import prange
 
 from moesim._jit import CHUNK_TOKENS, n_chunks_for, njit, njit_inline, njit_parallel
+from moesim.errors import suggest
 
 # Shared with the other kernels; check_integer and check_finite stay importable from here too.
 from moesim.kernels.checks import (
@@ -448,6 +450,26 @@ def resolve_router_spec(
 ) -> RouterSpec:
     """Check routing options against ``n_experts`` and fill in the DeepSeek defaults.
 
+    The one declaration of the routing options and their defaults on the kernels' side:
+    :func:`route` spells the same keywords out for its documented signature (a test keeps the
+    two equal), ``routing_step`` and :func:`prepare_routing` forward them, and the engine maps a
+    scenario's ``router`` section onto them.
+
+    Parameters
+    ----------
+    n_experts : int
+        E, the number of experts the options are checked against.
+    top_k, score, n_groups, topk_groups, group_score_topk, normalize, route_scale
+        As for :func:`route`.
+    has_bias : bool
+        Whether selection adds an expert bias (DeepSeek-V3's default ``group_score_topk``
+        depends on it).
+
+    Returns
+    -------
+    RouterSpec
+        The options as the kernels take them, every default applied.
+
     Raises
     ------
     ValueError
@@ -499,12 +521,35 @@ def resolve_router_spec(
     )
 
 
+#: Names of the routing options, the keyword arguments of :func:`route` (read from
+#: :func:`resolve_router_spec`, where they are declared).
+ROUTER_OPTIONS = tuple(
+    name
+    for name, parameter in inspect.signature(resolve_router_spec).parameters.items()
+    if parameter.kind is inspect.Parameter.KEYWORD_ONLY and name != "has_bias"
+)
+
+
 def prepare_routing(logits, bias, **router_options):
     """Validate logits, bias and routing options; returns ``(logits, bias, has_bias, spec)``.
 
     The logits come back C-contiguous, the bias in the logits' dtype (zeros when absent), and
     ``spec`` with every default resolved. Shared by :func:`route` and ``routing_step``.
+
+    Raises
+    ------
+    TypeError
+        For a keyword that is not one of :data:`ROUTER_OPTIONS` (with the closest one).
+    ValueError
+        Naming the argument and the constraint it breaks.
     """
+    for name in router_options:
+        if name not in ROUTER_OPTIONS:
+            hint = suggest(name, ROUTER_OPTIONS)
+            raise TypeError(
+                f"{name!r} is not a routing option"
+                + (f"; {hint}" if hint else f"; the options are {', '.join(ROUTER_OPTIONS)}")
+            )
     logits = _check_logits(logits)
     bias, has_bias = _check_bias(bias, logits.shape[1], logits.dtype)
     spec = resolve_router_spec(logits.shape[1], has_bias=has_bias, **router_options)
@@ -552,7 +597,9 @@ def route(
     weights : ndarray, shape (T, K), dtype of ``logits``
         Gate weights of the chosen experts.
     """
-    router_options = dict(
+    logits, bias, has_bias, spec = prepare_routing(
+        logits,
+        bias,
         top_k=top_k,
         score=score,
         n_groups=n_groups,
@@ -561,7 +608,6 @@ def route(
         normalize=normalize,
         route_scale=route_scale,
     )
-    logits, bias, has_bias, spec = prepare_routing(logits, bias, **router_options)
     n_tokens, n_experts = logits.shape
     indices = np.empty((n_tokens, spec.top_k), dtype=np.int64)
     weights = np.empty((n_tokens, spec.top_k), dtype=logits.dtype)

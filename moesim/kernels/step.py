@@ -62,32 +62,32 @@ def routing_step(
     logits,
     bias=None,
     *,
-    top_k: int,
-    score: str = "sigmoid",
-    n_groups: int = 1,
-    topk_groups: int = 1,
-    group_score_topk: int | None = None,
-    normalize: bool | None = None,
-    route_scale: float = 1.0,
     capacity_factor: float | None = None,
     capacity_policy: str = "probs",
+    **router_options,
 ) -> RoutingStep:
     """Route a batch, apply capacity and count loads in one fused kernel call.
 
-    Takes the arguments of :func:`moesim.route` and :func:`moesim.apply_capacity`; equals
-    ``route`` + ``apply_capacity`` + ``bincount`` exactly, whatever ``NUMBA_NUM_THREADS`` is.
+    Equals ``route`` + ``apply_capacity`` + ``bincount`` exactly, whatever
+    ``NUMBA_NUM_THREADS`` is.
+
+    Parameters
+    ----------
+    logits, bias
+        As for :func:`moesim.route`.
+    capacity_factor, capacity_policy
+        As ``capacity_factor`` and ``policy`` of :func:`moesim.apply_capacity`.
+    **router_options
+        The routing options of :func:`moesim.route` (``top_k``, ``score``, ``n_groups``,
+        ``topk_groups``, ``group_score_topk``, ``normalize``, ``route_scale``), declared once
+        with their defaults by :func:`moesim.kernels.routing.resolve_router_spec`.
+
+    Raises
+    ------
+    ValueError
+        Naming the argument and the constraint it breaks.
     """
-    logits, bias, has_bias, spec = prepare_routing(
-        logits,
-        bias,
-        top_k=top_k,
-        score=score,
-        n_groups=n_groups,
-        topk_groups=topk_groups,
-        group_score_topk=group_score_topk,
-        normalize=normalize,
-        route_scale=route_scale,
-    )
+    logits, bias, has_bias, spec = prepare_routing(logits, bias, **router_options)
     n_tokens, n_experts = logits.shape
     capacity_factor = check_capacity_args(capacity_factor, capacity_policy)
     capacity = (
