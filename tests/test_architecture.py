@@ -113,7 +113,7 @@ def test_graph_sees_imports_inside_functions(tmp_path):
     module = tmp_path / "moesim" / "thing.py"
     module.parent.mkdir()
     module.write_text(
-        "def f():\n    from moesim.engine import simulate\n    from . import scenario\n"
+        "def f():\n    from moesim.engine import simulate\n    from . import tokens\n"
     )
     found = imported_modules("moesim.thing", module, {"moesim.engine", "moesim.tokens"})
     assert found == {"moesim.engine", "moesim.tokens"}
