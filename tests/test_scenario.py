@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -182,6 +183,88 @@ def test_the_broken_corpus_is_complete():
 def test_an_unknown_key_without_a_likely_match_has_no_suggestion():
     (line,) = _error_lines(BAD / "unknown_key_no_guess.yaml")
     assert line.endswith("router.flux_capacitor: unknown key")
+
+
+# ----------------------------------------------------------------------------------------------
+# Files that would not end: refused while the YAML is read, before anything is built from them
+
+
+def _laughs_in_one_line(levels: int) -> str:
+    """A flow-style "billion laughs": ``levels`` anchors, each nine aliases to the one before."""
+    items = ["&a0 [1, 1, 1, 1, 1, 1, 1, 1, 1]"]
+    items += [f"&a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, levels)]
+    return "[" + ", ".join(items) + "]"
+
+
+@pytest.mark.parametrize(
+    "command", [["validate"], ["run", "-q"], ["sweep", "-q"]], ids=lambda c: c[0]
+)
+def test_a_billion_laughs_is_refused_within_a_second_by_every_command(tmp_path, command):
+    # The commands' own imports (Numba, the kernels) are loaded first: what is timed is reading
+    # the file, which took minutes when every alias was expanded.
+    import moesim.engine  # noqa: F401
+    import moesim.sweep  # noqa: F401
+
+    laughs = BAD / "billion_laughs.yaml"
+    started = time.perf_counter()
+    result = CliRunner().invoke(
+        app,
+        [
+            command[0],
+            str(laughs),
+            *command[1:],
+            *(["-o", str(tmp_path / "out")] * (len(command) > 1)),
+        ],
+    )
+    elapsed = time.perf_counter() - started
+    assert result.exit_code == 2, result.output
+    assert f"{laughs}:8:10: too many aliases" in result.output
+    assert elapsed < 1.0, f"{command[0]} took {elapsed:.2f} s to refuse a billion laughs"
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("tokens: &a {drift: *a}\n", "1:20: alias *a is inside its own anchor &a, so it would "),
+        ("router: " + "[" * 200 + "]" * 200 + "\n", "1:108: nested more than 100 levels deep"),
+        (f"tokens:\n  explicit_weights: {_laughs_in_one_line(7)}\n", "2:264: too many aliases"),
+    ],
+    ids=["recursive", "deep", "laughs"],
+)
+def test_files_that_would_not_end_are_refused(tmp_path, text, message):
+    path = tmp_path / "s.yaml"
+    path.write_text(text)
+    with pytest.raises(ScenarioError) as caught:
+        load_scenario(path)
+    assert str(caught.value).startswith(f"{path}:{message}")
+
+
+def test_an_override_that_would_not_end_is_refused():
+    with pytest.raises(ScenarioError, match=r"^--set tokens.explicit_weights=\[&a0 .*: too many"):
+        load_scenario({}, [f"tokens.explicit_weights={_laughs_in_one_line(9)}"])
+
+
+def test_aliases_and_merge_keys_still_share_settings(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(
+        "router: &router {experts: 64, top_k: 4}\n"
+        "variants:\n"
+        "  - name: same\n"
+        "    router: *router\n"
+        "  - name: softmax\n"
+        "    router: {<<: *router, score: softmax, topk: 2}\n"
+    )
+    with pytest.raises(ScenarioError) as caught:  # positions are still found through a merge
+        load_scenario(path)
+    (problem,) = caught.value.problems
+    assert (problem.line, problem.path) == (6, "variants[1].router.topk")
+    path.write_text(path.read_text().replace(", topk: 2", ""))
+    routers = [v.router for _, v in expand_variants(load_scenario(path))]
+    assert [(r.experts, r.top_k, r.score) for r in routers] == [
+        (64, 4, "sigmoid"),
+        (64, 4, "softmax"),
+    ]
 
 
 def test_problems_carry_their_parts():

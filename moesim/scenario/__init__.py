@@ -8,7 +8,7 @@ expected`` with a suggestion for likely typos.
 Where things are:
 
 - :mod:`~moesim.scenario.schema`: the sections and :class:`Scenario`;
-- :mod:`~moesim.scenario.source`: reading YAML with the position of every key;
+- :mod:`~moesim.scenario.source`: reading YAML with the position of every key, and its limits;
 - :mod:`~moesim.scenario.checks`: problem messages, validation and the cross-field checks;
 - :mod:`~moesim.scenario.loading`: :func:`load_scenario`, ``--set`` overrides, variants;
 - :mod:`~moesim.scenario.memory`: the recording interval and the memory a run needs;
@@ -44,9 +44,11 @@ from moesim.scenario.schema import (
     TokensConfig,
     Variant,
 )
-from moesim.scenario.source import format_path
+from moesim.scenario.source import MAX_ALIASED_NODES, MAX_DEPTH, format_path
 
 __all__ = [
+    "MAX_ALIASED_NODES",
+    "MAX_DEPTH",
     "SECTIONS",
     "AuxConfig",
     "BalanceConfig",

@@ -16,7 +16,7 @@ import yaml
 from moesim.errors import Problem, ScenarioError
 from moesim.scenario.checks import validate
 from moesim.scenario.schema import Scenario
-from moesim.scenario.source import Source, load_yaml_value, read_yaml
+from moesim.scenario.source import RefusedYAMLError, Source, load_yaml_value, read_yaml
 
 # ----------------------------------------------------------------------------------------------
 # Overrides
@@ -47,6 +47,8 @@ def parse_override(text: str) -> tuple[tuple, Any]:
         )
     try:
         value = load_yaml_value(raw) if raw.strip() else None
+    except RefusedYAMLError as error:
+        raise ScenarioError([Problem(f"--set {text}", None, None, "", error.problem)]) from None
     except yaml.YAMLError:
         value = raw
     return tuple(key.split(".")), value

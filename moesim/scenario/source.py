@@ -1,4 +1,5 @@
-"""Reading a scenario file: YAML with the position of every key.
+"""Reading a scenario file: YAML with the position of every key, and limits on what a file
+may expand to.
 
 Problems are located at ``file:line:column`` (or at the ``--set`` that caused them) by
 :class:`Source`, from the positions :func:`read_yaml` records.
@@ -14,8 +15,15 @@ import yaml
 
 from moesim.errors import Problem, ScenarioError
 
+#: Nodes that aliases may add to a file. Every alias repeats the whole content of its anchor, so
+#: nine levels of nine aliases (a "billion laughs") stand for 387 million values in 1 KB of text.
+#: Real scenarios alias a few sections at most; the file's own text bounds everything else.
+MAX_ALIASED_NODES = 100_000
+#: Nesting of mappings and lists; a scenario needs about six (variants[0].balance.aux.alpha[1]).
+MAX_DEPTH = 100
+
 _FLOAT_TAG = "tag:yaml.org,2002:float"
-# YAML 1.1 floats, and also `1e-3`.
+# YAML 1.1 floats, and also `1e-3` (YAML 1.1 insists on a dot: `1.0e-3`).
 _FLOAT = re.compile(
     r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
     |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
@@ -26,25 +34,89 @@ _FLOAT = re.compile(
 )
 
 
+class RefusedYAMLError(yaml.composer.ComposerError):
+    """A file refused before it is built: aliases that expand too far, or nesting too deep.
+
+    ``problem`` says why, ``problem_mark`` where, and ``hint`` (or None) what to do instead.
+    """
+
+    def __init__(self, problem: str, mark, hint: str | None = None):
+        super().__init__(problem=problem, problem_mark=mark)
+        self.hint = hint
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [child for pair in node.value for child in pair]
+    return []
+
+
 class ScenarioLoader(yaml.SafeLoader):
-    """SafeLoader that reads `1e-3` as a float (YAML 1.1 insists on a dot: `1.0e-3`)."""
+    """SafeLoader that reads `1e-3` as a float and refuses files that expand too far.
+
+    While the file is composed, every node's expanded size (the nodes it stands for, its
+    aliases repeated) is known from its children's, so an alias costs one lookup: a "billion
+    laughs" is refused at the alias that crosses :data:`MAX_ALIASED_NODES`, not after minutes.
+    """
 
     yaml_implicit_resolvers = {
         key: [(tag, regexp) for tag, regexp in resolvers if tag != _FLOAT_TAG]
         for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
     }
 
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._expanded_size: dict[int, int] = {}  # id(node) -> nodes it stands for
+        self._aliased_nodes = 0
+        self._depth = 0
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            target = self.anchors.get(event.anchor)
+            if target is not None:  # an undefined alias is PyYAML's own error
+                self._count_alias(event, target)
+            return super().compose_node(parent, index)
+        self._depth += 1
+        if self._depth > MAX_DEPTH:
+            mark = self.peek_event().start_mark
+            raise RefusedYAMLError(f"nested more than {MAX_DEPTH} levels deep", mark)
+        node = super().compose_node(parent, index)
+        self._depth -= 1
+        children = _children(node)
+        self._expanded_size[id(node)] = 1 + sum(self._expanded_size[id(c)] for c in children)
+        return node
+
+    def _count_alias(self, event, target: yaml.Node) -> None:
+        size = self._expanded_size.get(id(target))
+        if size is None:  # the anchor is still open: the alias is inside it
+            raise RefusedYAMLError(
+                f"alias *{event.anchor} is inside its own anchor &{event.anchor}, so it would "
+                "contain itself",
+                event.start_mark,
+            )
+        self._aliased_nodes += size
+        if self._aliased_nodes > MAX_ALIASED_NODES:
+            raise RefusedYAMLError(
+                f"too many aliases: expanding them gives more than {MAX_ALIASED_NODES:,} nodes "
+                "(aliases of aliases multiply)",
+                event.start_mark,
+                "write the repeated values out instead",
+            )
+
 
 ScenarioLoader.add_implicit_resolver(_FLOAT_TAG, _FLOAT, list("-+0123456789."))
 
 
 def load_yaml_value(text: str):
-    """One YAML value read as a scenario file would read it (``1e-3`` a float).
+    """One YAML value read as a scenario file would read it (``1e-3`` a float, same limits).
 
     Raises
     ------
     yaml.YAMLError
-        When ``text`` is not valid YAML.
+        When ``text`` is not valid YAML; :class:`RefusedYAMLError` when it expands too far.
     """
     loader = ScenarioLoader(text)
     try:
@@ -143,12 +215,14 @@ def _read_text(path: Path) -> str:
 
 
 def _yaml_problem(path: Path, error: yaml.YAMLError) -> Problem:
-    """The problem of a file PyYAML would not read."""
+    """The problem of a file PyYAML (or :class:`ScenarioLoader`'s limits) would not read."""
     if not isinstance(error, yaml.MarkedYAMLError):  # e.g. a control character: no mark
         return Problem(str(path), None, None, "", f"invalid YAML: {error}")
     mark = error.problem_mark or error.context_mark
     line = mark.line + 1 if mark else None
     column = mark.column + 1 if mark else None
+    if isinstance(error, RefusedYAMLError):
+        return Problem(str(path), line, column, "", error.problem, error.hint)
     problem = error.problem or str(error)
     context = f" ({error.context})" if error.context else ""
     return Problem(str(path), line, column, "", f"invalid YAML: {problem}{context}")
@@ -167,7 +241,8 @@ def read_yaml(path: Path) -> tuple[Any, dict]:
     Raises
     ------
     ScenarioError
-        When the file is missing, a folder, not UTF-8, not valid YAML, or gives a key twice.
+        When the file is missing, a folder, not UTF-8, not valid YAML, expands too far
+        (:class:`ScenarioLoader`), or gives a key twice.
     """
     text = _read_text(path)
     loader = ScenarioLoader(text)
