@@ -223,6 +223,14 @@ def test_a_billion_laughs_is_refused_within_a_second_by_every_command(tmp_path, 
     assert not (tmp_path / "out").exists()
 
 
+def test_an_empty_file_is_an_invalid_scenario_for_the_command_line(tmp_path):
+    path = tmp_path / "empty.yaml"
+    path.write_text("")
+    result = CliRunner().invoke(app, ["validate", str(path)])
+    assert result.exit_code == 2 and "the file is empty" in result.output
+    assert "moesim init" in result.output
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -292,10 +300,18 @@ def test_missing_file_and_folder(tmp_path):
         load_scenario(tmp_path)
 
 
-def test_an_empty_file_is_the_default_scenario(tmp_path):
+@pytest.mark.parametrize("text", ["", "\n  \n", "# nothing set\n", "---\n# still nothing\n"])
+def test_an_empty_file_is_refused_not_taken_as_the_default(tmp_path, text):
     path = tmp_path / "empty.yaml"
-    path.write_text("# nothing set\n")
-    assert load_scenario(path) == load_scenario({})
+    path.write_text(text)
+    with pytest.raises(ScenarioError) as caught:
+        load_scenario(path)
+    (problem,) = caught.value.problems
+    assert problem.message == "the file is empty" and "moesim init" in problem.hint
+    # An explicit null is not empty, and not a scenario either.
+    path.write_text("null\n")
+    with pytest.raises(ScenarioError, match="expected a mapping of sections"):
+        load_scenario(path)
 
 
 @pytest.mark.parametrize(

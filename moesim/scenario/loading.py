@@ -125,8 +125,6 @@ def _read_source(source) -> tuple[dict, dict, str | None, Path | None]:
         return copy.deepcopy(source), {}, None, None
     path = Path(source)
     data, marks = read_yaml(path)
-    if data is None:
-        data = {}
     if not isinstance(data, dict):
         raise ScenarioError(
             [Problem(str(path), 1, 1, "", "expected a mapping of sections (tokens:, router:, ...)")]

@@ -22,6 +22,7 @@ MAX_ALIASED_NODES = 100_000
 #: Nesting of mappings and lists; a scenario needs about six (variants[0].balance.aux.alpha[1]).
 MAX_DEPTH = 100
 
+_NULL_TAG = "tag:yaml.org,2002:null"
 _FLOAT_TAG = "tag:yaml.org,2002:float"
 # YAML 1.1 floats, and also `1e-3` (YAML 1.1 insists on a dot: `1.0e-3`).
 _FLOAT = re.compile(
@@ -228,30 +229,47 @@ def _yaml_problem(path: Path, error: yaml.YAMLError) -> Problem:
     return Problem(str(path), line, column, "", f"invalid YAML: {problem}{context}")
 
 
+def _is_empty(node) -> bool:
+    """No document, or one without content (comments, blank lines or a bare ``---``)."""
+    return node is None or (
+        isinstance(node, yaml.ScalarNode) and node.tag == _NULL_TAG and node.value == ""
+    )
+
+
 def read_yaml(path: Path) -> tuple[Any, dict]:
     """The data of a scenario file and the position of every key in it.
 
     Returns
     -------
     data : object
-        What the file holds (a mapping for any scenario; None for an empty file).
+        What the file holds (a mapping for any scenario).
     marks : dict
         Key path -> (line, column), 1-based, for every key and list item.
 
     Raises
     ------
     ScenarioError
-        When the file is missing, a folder, not UTF-8, not valid YAML, expands too far
+        When the file is missing, a folder, not UTF-8, empty, not valid YAML, expands too far
         (:class:`ScenarioLoader`), or gives a key twice.
     """
     text = _read_text(path)
     loader = ScenarioLoader(text)
     try:
         node = loader.get_single_node()
+        if _is_empty(node):
+            problem = Problem(
+                str(path),
+                None,
+                None,
+                "",
+                "the file is empty",
+                "moesim init NAME writes a commented default scenario to NAME.yaml",
+            )
+            raise ScenarioError([problem])
         duplicates: list = []
         # Positions first: building the data rewrites merge keys (<<) in the nodes.
-        marks = _marks(node, (), duplicates) if node is not None else {}
-        data = loader.construct_document(node) if node is not None else None
+        marks = _marks(node, (), duplicates)
+        data = loader.construct_document(node)
     except yaml.YAMLError as error:
         raise ScenarioError([_yaml_problem(path, error)]) from None
     finally:
