@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import BaseModel
 
 from moesim.scenario.schema import NAME_PATTERN, Scenario
+from moesim.scenario.source import MAX_ALIASED_NODES, MAX_DEPTH
 
 
 def scenario_json_schema() -> dict:
@@ -61,8 +62,11 @@ def render_scenario_docs() -> str:
         "",
         "Generated from the schema by `moesim schema --markdown > docs/scenarios.md`",
         "(`make docs`); a test fails when this file is out of date.",
-        "Every field is optional. Numbers may be written `1e-3`; a relative `tokens.file` is",
-        "relative to the scenario file's folder.",
+        "Every field is optional, but an empty file is refused (`moesim init NAME` writes a",
+        "commented example). Numbers may be written `1e-3`; a relative `tokens.file` is relative",
+        "to the scenario file's folder. Anchors and aliases (`&name`, `*name`) may repeat at most",
+        f"{MAX_ALIASED_NODES:,} nodes in all and nesting stops at {MAX_DEPTH} levels: a file",
+        "beyond that is refused as it is read.",
         "",
     ]
 
