@@ -63,16 +63,18 @@ def simulate_variant(
             if should_stop is not None and should_stop():
                 partial = True
                 break
-            tokens, clusters = token_stream.generate(stream, step, n_tokens)
-            logits = router_logits(tokens, centroids)
+            # The boxes of the diagram, each with its section of docs/model.md.
+            tokens, clusters = token_stream.generate(stream, step, n_tokens)  # §1
+            logits = router_logits(tokens, centroids)  # §2
+            # §2, §3: scores + bias, groups, top-K, then the capacity and its drops.
             routed = run_routing_step(logits, bias, balancer.enabled, spec, capacity, policy_code)
-            recorder.update(step, routed, clusters)
-            balancer.update(step, routed)
+            recorder.update(step, routed, clusters)  # §3, §6: loads, drops, balance
+            balancer.update(step, routed)  # §4: the bias, in place
             recorder.track_bias(step, bias)
             measure = recorder.is_record_step(step)
-            learned = learner.step(tokens, logits, routed, centroids, step, measure=measure)
+            learned = learner.step(tokens, logits, routed, centroids, step, measure=measure)  # §5
             if measure:
-                recorder.record(step, routed, logits, bias, learned)
+                recorder.record(step, routed, logits, bias, learned)  # §6: a history row
             steps_done = step + 1
             if on_step is not None:
                 on_step(steps_done)

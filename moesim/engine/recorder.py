@@ -78,17 +78,17 @@ class BiasRange:
     Needs only running extremes and the bias at the window's first step, not its history.
     """
 
-    def __init__(self, n_experts: int, window_start: int):
-        self.window_start = window_start
+    def __init__(self, n_experts: int, first_step: int):
+        self.first_step = first_step  # the final window's
         self.low = np.full(n_experts, np.inf)
         self.high = np.full(n_experts, -np.inf)
         self.start = np.zeros(n_experts, dtype=np.float32)
 
     def update(self, step: int, bias: np.ndarray) -> None:
         """Take in the bias (E,) after step ``step``'s update."""
-        if step == self.window_start:
+        if step == self.first_step:
             self.start[:] = bias
-        if step >= self.window_start:
+        if step >= self.first_step:
             np.minimum(self.low, bias, out=self.low)
             np.maximum(self.high, bias, out=self.high)
 
@@ -134,7 +134,31 @@ class Recorder:
     """The running counters of one variant, its history rows and its final-window totals.
 
     ``update`` counts every step, ``track_bias`` follows the bias, ``record`` writes a history
-    row at the end of each record window, and ``result`` closes the run and summarizes it.
+    row at the end of each record window, and ``result`` closes the run and summarizes it
+    (:func:`~moesim.engine.summary.summarize` reads the attributes below).
+
+    Attributes
+    ----------
+    history : dict[str, ndarray (R,)]
+        One row per record window, columns :data:`HISTORY_COLUMNS`; trimmed to the rows
+        written when the run closes.
+    record_kept, record_demand : ndarray (R, E) int64
+        Kept / demanded assignments per expert summed over each record window.
+    window_demand, window_kept : ndarray (E,) int64
+        The same sums over the open record window (reset by ``record``).
+    steps_done : int
+        Steps finished, set when the run closes.
+    max_vio_sum, final_max_vio_sum : float
+        Sums of the per-step MaxVio over the run and over the final window
+        (``final_max_vio_steps`` steps of it).
+    run_drops, final_drops : ndarray (3,) int64
+        Dropped assignments, tokens with a dropped assignment, fully dropped tokens.
+    final_loads : ndarray (E,) int64
+        Demand per expert summed over the final window (``final_window_steps`` steps).
+    balance : TrailingBalance
+        Steps to balance.
+    oscillation : float or None
+        Bias oscillation over the final window, once the run closes (None without a bias).
     """
 
     def __init__(self, scenario, spec: RouterSpec, capacity: int, n_clusters: int):
@@ -151,8 +175,8 @@ class Recorder:
         self.noise_floor = max_vio_noise_floor(self.n_tokens, spec.top_k, n_experts)
         has_bias = bool(scenario.balance.bias.enabled)
         self.record_every = record_every_for(scenario)
-        self.window = final_window_for(scenario)
-        self.window_start = self.steps - self.window
+        self.final_window = final_window_for(scenario)
+        self.final_start = self.steps - self.final_window
 
         # The history: one row per record window.
         n_records = math.ceil(self.steps / self.record_every)
@@ -179,7 +203,7 @@ class Recorder:
         self.final_window_steps = 0
         self.oscillation: float | None = None
         self.balance = TrailingBalance(self.steps, scenario.metrics, n_experts)
-        self.bias_range = BiasRange(n_experts, self.window_start) if has_bias else None
+        self.bias_range = BiasRange(n_experts, self.final_start) if has_bias else None
         measure_fidelity = has_bias and scenario.metrics.fidelity
         self.fidelity = FidelityProbe(self.n_tokens, spec, n_experts) if measure_fidelity else None
 
@@ -200,7 +224,7 @@ class Recorder:
         self.max_vio = demand.max() / self.mean_load - 1.0
         self.max_vio_sum += self.max_vio
         self.balance.update(step, demand)
-        if step >= self.window_start:
+        if step >= self.final_start:
             self.final_loads += demand
             self.final_drops += drops
             self.final_max_vio_sum += self.max_vio
@@ -215,7 +239,9 @@ class Recorder:
         """Whether step ``step`` ends a record window (every ``record_every`` and the last)."""
         return (step + 1) % self.record_every == 0 or step == self.steps - 1
 
-    def record(self, step: int, routed, logits: np.ndarray, bias: np.ndarray, learned: dict):
+    def record(
+        self, step: int, routed, logits: np.ndarray, bias: np.ndarray, learned: dict
+    ) -> None:
         """Write the history row of step ``step`` and start a new record window.
 
         ``learned`` holds the learner's measurements of the step (quality, losses).
@@ -306,11 +332,11 @@ class Recorder:
         done = self.records_done
         self.steps_done = steps_done
         self.history = {column: values[:done].copy() for column, values in self.history.items()}
-        final_steps = steps_done - self.window_start
+        final_steps = steps_done - self.final_start
         if final_steps <= 0:
             # Interrupted before the final window: use the steps not yet recorded plus the last
             # recorded windows instead.
-            last_records = max(1, math.ceil(self.window / self.record_every))
+            last_records = max(1, math.ceil(self.final_window / self.record_every))
             self.final_loads = (
                 self.record_demand[:done][-last_records:].sum(axis=0) + self.window_demand
             )
@@ -318,5 +344,5 @@ class Recorder:
                 steps_done - done * self.record_every
             )
         self.final_window_steps = final_steps
-        if self.bias_range is not None and steps_done > self.window_start:
+        if self.bias_range is not None and steps_done > self.final_start:
             self.oscillation = self.bias_range.oscillation(bias)
