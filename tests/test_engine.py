@@ -23,6 +23,7 @@ from moesim.engine import (
 from moesim.kernels.learning import REWARD_MODELS
 from moesim.kernels.step import NO_CAPACITY
 from moesim.results import HISTORY_COLUMNS, OutputExistsError
+from moesim.results.verdict import VERDICTS, verdict
 
 SMALL = {
     "name": "small",
@@ -381,3 +382,17 @@ def test_run_scenario_stopped_early_saves_what_finished_marked_partial(tmp_path)
     assert first["partial"] is False and first["steps_done"] == SMALL["steps"]
     assert second["partial"] is True and second["steps_done"] == 3
     assert not list(folder.glob(".*.tmp"))  # every file written atomically
+
+
+def test_the_verdict_judges_a_summary_alone():
+    thresholds = scenario().metrics  # collapse above 1.0 or 25% starved, balanced below 0.1
+    summary = {"steps_done": 10, "max_vio_global": 0.05, "starved": 0, "steps_to_balance": 3}
+    assert verdict(summary, thresholds, 16)[0] == "balanced"
+    assert verdict({**summary, "starved": 5}, thresholds, 16) == (
+        "collapsed",
+        "5 of 16 experts starved (> 25%)",
+    )
+    assert verdict({**summary, "max_vio_global": 1.5}, thresholds, 16)[0] == "collapsed"
+    assert verdict({**summary, "steps_done": 0}, thresholds, 16) == ("no data", "no step finished")
+    for name in ("balanced", "collapsed", "no data"):
+        assert name in VERDICTS
