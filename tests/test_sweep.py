@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -22,7 +23,6 @@ from moesim.sweep import (
     SweepError,
     SweepExistsError,
     SweepResult,
-    _run_local,
     aggregate_rows,
     aggregate_table,
     best_row,
@@ -30,7 +30,9 @@ from moesim.sweep import (
     expand_grid,
     parse_grid_option,
     parse_values,
+    plan_sweep,
     point_id,
+    run_local,
     run_point,
     run_sweep,
     sweep_points,
@@ -225,15 +227,75 @@ def test_aggregate_mean_std_ci_and_best():
     assert best_row(rows, "max_vio_global", minimize=False)["router.top_k"] == 1
 
 
+def _records(points, summary) -> list[dict]:
+    """A finished record per point, ``summary(point)`` its summary."""
+    return [
+        {**{k: getattr(p, k) for k in ("id", "params", "seed", "variant")}, "status": "ok",
+         "summary": summary(p)}
+        for p in points
+    ]  # fmt: skip
+
+
+# ------------------------------------------------------------------------- the plan
+
+
+def test_plan_merges_the_sweep_section_with_the_arguments():
+    base = tiny(
+        sweep={
+            "grid": {"router.top_k": [1, 2], "balance.bias.rate": [1e-3, 1e-2]},
+            "zip": [["router.top_k", "balance.bias.rate"]],
+            "seeds": 2,
+            "metric": "quality",
+            "minimize": False,
+        }
+    )
+    from_file = plan_sweep(base)
+    assert (from_file.seeds, from_file.metric, from_file.minimize) == (2, "quality", False)
+    assert len(from_file.combinations) == 2 and len(from_file.points) == 4
+    assert from_file.parameters == ["router.top_k", "balance.bias.rate"]
+
+    # A given key wins in place, new keys come after; the file's zip group still holds ...
+    rates = "logspace(1e-4,1e-2,3)"
+    with pytest.raises(SweepError, match=r"router.top_k,balance.bias.rate: zipped lists need"):
+        plan_sweep(base, grid={"balance.bias.rate": rates})
+    # ... unless a given group shares a key with it.
+    plan = plan_sweep(
+        base,
+        grid={"balance.bias.rate": rates, "router.init_skew": [0.0, 0.5, 1.0]},
+        zip_groups=[["balance.bias.rate", "router.init_skew"]],
+        seeds=1,
+        metric="max_vio_global",
+        minimize=True,
+    )
+    assert list(plan.grid) == ["router.top_k", "balance.bias.rate", "router.init_skew"]
+    assert plan.grid["balance.bias.rate"] == rates
+    assert plan.zip_groups == [["balance.bias.rate", "router.init_skew"]]
+    assert (plan.seeds, plan.metric, plan.minimize) == (1, "max_vio_global", True)
+    assert len(plan.combinations) == 2 * 3 and len(plan.points) == 6
+    assert plan.combinations[1] == {
+        "router.top_k": 1, "balance.bias.rate": 1e-3, "router.init_skew": 0.5
+    }  # fmt: skip
+
+
+def test_plan_refuses_a_bad_metric_and_run_an_edited_one(tmp_path):
+    with pytest.raises(SweepError, match=r"--metric: unknown metric 'qualty'"):
+        plan_sweep(tiny(), metric="qualty")
+    edited = dataclasses.replace(plan_sweep(tiny()), metric="verdict")
+    with pytest.raises(SweepError, match=r"metric: 'verdict' is not a number"):
+        run_sweep(edited, tmp_path / "s", progress=False)
+    assert not (tmp_path / "s").exists()
+
+
 # ------------------------------------------------------------------------- running
 
 
 def _sweep(base, grid, out, **options):
-    combos = expand_grid(grid)
-    points = sweep_points(base, combos, options.pop("seeds", 1))
+    plan = plan_sweep(
+        base, grid=grid, seeds=options.pop("seeds", 1), metric=options.pop("metric", None)
+    )
     options.setdefault("progress", False)
     options.setdefault("figures", False)
-    return points, run_sweep(base, points, out, grid=grid, **options)
+    return plan.points, run_sweep(plan, out, **options)
 
 
 def test_interrupted_sweep_resumes_without_running_a_point_twice(tmp_path):
@@ -275,10 +337,10 @@ def test_a_failing_point_is_recorded_and_the_others_finish(tmp_path):
     np.save(trace, np.ones((512, TINY["tokens"]["dim"]), dtype=np.float32))
     base = tiny(tokens={**TINY["tokens"], "file": str(trace)})
     grid = {"tokens.source": ["clusters", "file"]}
-    points = sweep_points(base, expand_grid(grid), 2)  # the trace is valid here ...
+    plan = plan_sweep(base, grid=grid, seeds=2)  # the trace is valid here ...
     trace.write_text("not an array")  # ... and broken when the points run
     out = tmp_path / "sweep"
-    result = run_sweep(base, points, out, grid=grid, seeds=2, jobs=2, progress=False)
+    result = run_sweep(plan, out, jobs=2, progress=False)
     assert len(result.failed) == 2 and not result.partial
     rows = read_csv(out / "sweep.csv")
     by_source = {(r["tokens.source"], r["status"]) for r in rows}
@@ -345,7 +407,7 @@ def _die_on_top_k_2(payload: dict) -> dict:
 def test_a_worker_that_dies_fails_only_its_point():
     points = sweep_points(tiny(), expand_grid({"router.top_k": [1, 2, 3, 4]}), 1)
     records = []
-    interrupted = _run_local(
+    interrupted = run_local(
         points, records.append, jobs=2, address=None, should_stop=None, task=_die_on_top_k_2
     )
     assert not interrupted

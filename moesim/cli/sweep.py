@@ -1,6 +1,7 @@
 """``moesim sweep``: a parameter grid x seeds, on a local process pool or a Dask cluster.
 
-Registered on the main app by :func:`register`.
+A thin layer over :mod:`moesim.sweep`: read the options, :func:`~moesim.sweep.plan_sweep`,
+:func:`~moesim.sweep.run_sweep`, print. Registered on the main app by :func:`register`.
 """
 
 from __future__ import annotations
@@ -22,138 +23,116 @@ from moesim.cli.common import (
     stop_on_interrupt,
 )
 
+GridOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--grid",
+        "-g",
+        metavar="KEY=V1,V2,...",
+        help="Swept parameter: KEY=V1,V2,... or KEY=logspace(a,b,n), linspace(a,b,n), "
+        "range(a,b[,step]) (repeatable; wins over the scenario's sweep.grid).",
+    ),
+]
+ZipOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--zip",
+        metavar="KEY1,KEY2",
+        help="Vary these grid keys together instead of crossing them (repeatable).",
+    ),
+]
+SeedsOption = Annotated[
+    int | None, typer.Option(min=1, help="Seeds per point (default: sweep.seeds, 1).")
+]
+JobsOption = Annotated[
+    int | None,
+    typer.Option("--jobs", "-j", min=1, help="Local worker processes (default: CPU count)."),
+]
+ExecutorOption = Annotated[
+    str, typer.Option(help="local (process pool) or dask (distributed cluster).")
+]
+AddressOption = Annotated[
+    str | None,
+    typer.Option(help="Dask scheduler, e.g. tcp://HOST:8786 (default: a local cluster)."),
+]
+MetricOption = Annotated[
+    str | None,
+    typer.Option(help="Metric that picks the best point (default: sweep.metric)."),
+]
+MaximizeOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--maximize/--minimize",
+        help="Best is the largest metric (e.g. quality) or the smallest (default: sweep.minimize).",
+    ),
+]
+BaseSetOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        "-s",
+        metavar="KEY=VALUE",
+        help="Override a base scenario field, e.g. --set router.top_k=4 (repeatable).",
+    ),
+]
+StepsOption = Annotated[int | None, typer.Option(help="Override the number of steps.")]
+OutputOption = Annotated[
+    Path | None,
+    typer.Option("--output", "-o", help="Results folder (default results/<name>-sweep)."),
+]
+ForceOption = Annotated[
+    bool, typer.Option("--force", help="Start over, replacing results in the folder.")
+]
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+
 
 def sweep_command(
     scenario: Annotated[Path, typer.Argument(help="Scenario YAML file (its sweep: section).")],
-    grid: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--grid",
-            "-g",
-            metavar="KEY=V1,V2,...",
-            help="Swept parameter: KEY=V1,V2,... or KEY=logspace(a,b,n), linspace(a,b,n), "
-            "range(a,b[,step]) (repeatable; wins over the scenario's sweep.grid).",
-        ),
-    ] = None,
-    zip_: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--zip",
-            metavar="KEY1,KEY2",
-            help="Vary these grid keys together instead of crossing them (repeatable).",
-        ),
-    ] = None,
-    seeds: Annotated[
-        int | None, typer.Option(min=1, help="Seeds per point (default: sweep.seeds, 1).")
-    ] = None,
-    jobs: Annotated[
-        int | None,
-        typer.Option("--jobs", "-j", min=1, help="Local worker processes (default: CPU count)."),
-    ] = None,
-    executor: Annotated[
-        str, typer.Option(help="local (process pool) or dask (distributed cluster).")
-    ] = "local",
-    address: Annotated[
-        str | None,
-        typer.Option(help="Dask scheduler, e.g. tcp://HOST:8786 (default: a local cluster)."),
-    ] = None,
-    metric: Annotated[
-        str | None,
-        typer.Option(help="Metric that picks the best point (default: sweep.metric)."),
-    ] = None,
-    maximize: Annotated[
-        bool | None,
-        typer.Option(
-            "--maximize/--minimize",
-            help="Best is the largest metric (e.g. quality) or the smallest "
-            "(default: sweep.minimize).",
-        ),
-    ] = None,
-    set_: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--set",
-            "-s",
-            metavar="KEY=VALUE",
-            help="Override a base scenario field, e.g. --set router.top_k=4 (repeatable).",
-        ),
-    ] = None,
-    steps: Annotated[int | None, typer.Option(help="Override the number of steps.")] = None,
-    output: Annotated[
-        Path | None,
-        typer.Option("--output", "-o", help="Results folder (default results/<name>-sweep)."),
-    ] = None,
-    force: Annotated[
-        bool, typer.Option("--force", help="Start over, replacing results in the folder.")
-    ] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    grid: GridOption = None,
+    zip_: ZipOption = None,
+    seeds: SeedsOption = None,
+    jobs: JobsOption = None,
+    executor: ExecutorOption = "local",
+    address: AddressOption = None,
+    metric: MetricOption = None,
+    maximize: MaximizeOption = None,
+    set_: BaseSetOption = None,
+    steps: StepsOption = None,
+    output: OutputOption = None,
+    force: ForceOption = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Sweep a parameter grid x seeds; resumable, one stored file per finished point."""
     from moesim.errors import ScenarioError
     from moesim.sweep import (
         SweepExistsError,
-        aggregate_table,
-        check_metric,
-        expand_grid,
+        default_sweep_dir,
         parse_grid_option,
+        parse_zip_option,
+        plan_sweep,
         run_sweep,
-        sweep_points,
     )
 
-    if executor not in ("local", "dask"):
-        raise fail(f"--executor must be local or dask, got {executor!r}")
-    if address is not None and executor != "dask":
-        raise fail("--address needs --executor dask")
-    if executor == "dask":
-        try:
-            import distributed  # noqa: F401
-        except ImportError:
-            raise fail(
-                "--executor dask needs dask.distributed: pip install 'moesim[dask]'"
-            ) from None
-
+    _check_executor(executor, address)
     base = load_or_exit(scenario, set_, steps)
-    spec = base.sweep
     try:
-        merged = dict(spec.grid)
-        for text in grid or []:
-            key, values = parse_grid_option(text)
-            merged[key] = values
-        cli_groups = [[k.strip() for k in text.split(",") if k.strip()] for text in zip_ or []]
-        cli_keys = {k for group in cli_groups for k in group}
-        zip_groups = cli_groups + [g for g in spec.zip if not cli_keys & set(g)]
-        n_seeds = seeds if seeds is not None else spec.seeds
-        combos = expand_grid(merged, zip_groups)
-        points = sweep_points(base, combos, n_seeds)
-        # The scenario's own sweep.metric was checked with the scenario (file:line or --set).
-        chosen_metric = metric if metric is not None else spec.metric
-        if metric is not None:
-            check_metric(metric)
+        plan = plan_sweep(
+            base,
+            grid=dict(parse_grid_option(text) for text in grid or []),
+            zip_groups=[parse_zip_option(text) for text in zip_ or []],
+            seeds=seeds,
+            metric=metric,
+            minimize=None if maximize is None else not maximize,
+        )
     except ScenarioError as error:
         raise fail(str(error)) from None
-    minimize = spec.minimize if maximize is None else not maximize
-    target = output if output is not None else Path("results") / f"{base.name}-sweep"
-
     if not quiet:
-        workers = f"{jobs or os.cpu_count()} worker(s)"
-        workers = "the Dask cluster" if executor == "dask" else workers
-        console.print(
-            f"[bold]{len(points)}[/] point(s) ({len(combos)} combination(s) x {n_seeds} seed(s)"
-            f"{' x variants' if base.variants else ''}) on {workers}; "
-            "[dim]compiling kernels (first run only)...[/]",
-            highlight=False,
-        )
+        _announce(plan, jobs, executor)
     try:
         with stop_on_interrupt() as stop_requested:
             result = run_sweep(
-                base,
-                points,
-                target,
-                grid=merged,
-                zip_groups=zip_groups,
-                seeds=n_seeds,
-                metric=chosen_metric,
-                minimize=minimize,
+                plan,
+                output if output is not None else default_sweep_dir(base),
                 jobs=jobs,
                 executor=executor,
                 address=address,
@@ -166,6 +145,39 @@ def sweep_command(
         raise fail(str(error), EXIT_REFUSED) from None
     except (RuntimeError, OSError) as error:  # e.g. no scheduler at --address
         raise fail(f"{type(error).__name__}: {error}") from None
+    _print_outcome(result)
+
+
+def _check_executor(executor: str, address: str | None) -> None:
+    """Refuse an unknown executor, ``--address`` without Dask, Dask not installed (exit 2)."""
+    if executor not in ("local", "dask"):
+        raise fail(f"--executor must be local or dask, got {executor!r}")
+    if address is not None and executor != "dask":
+        raise fail("--address needs --executor dask")
+    if executor == "dask":
+        try:
+            import distributed  # noqa: F401
+        except ImportError:
+            raise fail(
+                "--executor dask needs dask.distributed: pip install 'moesim[dask]'"
+            ) from None
+
+
+def _announce(plan, jobs: int | None, executor: str) -> None:
+    """One line before the points run: how many, on what, and the first run's compile."""
+    workers = f"{jobs or os.cpu_count()} worker(s)"
+    workers = "the Dask cluster" if executor == "dask" else workers
+    console.print(
+        f"[bold]{len(plan.points)}[/] point(s) ({len(plan.combinations)} combination(s) x "
+        f"{plan.seeds} seed(s){' x variants' if plan.scenario.variants else ''}) on {workers}; "
+        "[dim]compiling kernels (first run only)...[/]",
+        highlight=False,
+    )
+
+
+def _print_outcome(result) -> None:
+    """The aggregate table, where the results are, failed points; the exit code."""
+    from moesim.sweep import aggregate_table
 
     if any(record["status"] == "ok" for record in result.records):
         console.print(aggregate_table(result))
