@@ -36,6 +36,7 @@ from moesim.sweep import (
     run_point,
     run_sweep,
     sweep_points,
+    sweep_rows,
 )
 
 TINY = {
@@ -234,6 +235,17 @@ def _records(points, summary) -> list[dict]:
          "summary": summary(p)}
         for p in points
     ]  # fmt: skip
+
+
+def test_rows_order_swept_values_like_the_report_null_last():
+    # One order for swept values everywhere (results.metrics.sort_key): numbers, then null.
+    points = sweep_points(tiny(), expand_grid({"capacity.factor": [None, 2.0, 1.25]}), 2)
+    records = _records(points, lambda p: {"max_vio_global": 1.0})
+    header, rows = sweep_rows(points, list(reversed(records)))
+    assert [(row[0], row[1]) for row in rows] == [
+        (1.25, 0), (1.25, 1), (2.0, 0), (2.0, 1), (None, 0), (None, 1)
+    ]  # fmt: skip
+    assert [r["capacity.factor"] for r in aggregate_rows(points, records)] == [1.25, 2.0, None]
 
 
 # ------------------------------------------------------------------------- the plan

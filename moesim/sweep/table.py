@@ -1,7 +1,8 @@
 """The numbers of a sweep: rows of sweep.csv, the aggregate over seeds, the best row, the table.
 
-Rows are ordered by the swept values (null first, then numbers, then text). The aggregate's
-intervals are Student's t 95% intervals over the seeds (:func:`moesim.statistics.mean_interval`).
+Rows are ordered by the swept values with :func:`moesim.results.metrics.sort_key` (numbers,
+then text, then null last), the order of the report and the figures. The aggregate's intervals
+are Student's t 95% intervals over the seeds (:func:`moesim.statistics.mean_interval`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from moesim.results.folder import to_jsonable
-from moesim.results.metrics import NOT_METRICS
+from moesim.results.metrics import NOT_METRICS, format_metric, format_value, sort_key
 from moesim.statistics import mean_interval
 from moesim.sweep.plan import Point
 
@@ -75,14 +76,6 @@ def _variant_order(points: list[Point]) -> dict[str, int]:
     return {name: i for i, name in enumerate(dict.fromkeys(p.variant for p in points))}
 
 
-def _sort_value(value):
-    if value is None:
-        return (0, 0.0, "")
-    if isinstance(value, (bool, int, float)):
-        return (1, float(value), "")
-    return (2, 0.0, str(value))
-
-
 def _number(value) -> float:
     if isinstance(value, (bool, int, float)):
         return float(value)
@@ -90,7 +83,7 @@ def _number(value) -> float:
 
 
 def sweep_rows(points: list[Point], records: list[dict]) -> tuple[list[str], list[list]]:
-    """Header and rows of sweep.csv, sorted by params, then seed, then variant order."""
+    """Header and rows of sweep.csv, sorted by params (:func:`sort_key`), seed, variant order."""
     parameters = list(points[0].params) if points else []
     variant_order = _variant_order(points)
     metrics = metric_names(records)
@@ -98,7 +91,7 @@ def sweep_rows(points: list[Point], records: list[dict]) -> tuple[list[str], lis
     records = sorted(
         records,
         key=lambda r: (
-            tuple(_sort_value(r["params"].get(k)) for k in parameters),
+            tuple(sort_key(r["params"].get(k)) for k in parameters),
             r["seed"],
             variant_order.get(r["variant"], len(variant_order)),
         ),
@@ -125,7 +118,7 @@ def aggregate_rows(points: list[Point], records: list[dict]) -> list[dict]:
 
     ``ci95`` is the half-width of the 95% interval, ``t_{0.975, n-1} * std / sqrt(n)`` (Student's
     t, std with ddof=1, over the seeds whose value is finite; 0 for one seed). Rows are sorted
-    by the swept values, then by variant order.
+    by the swept values (:func:`sort_key`), then by variant order.
     """
     parameters = list(points[0].params) if points else []
     metrics = metric_names(records)
@@ -139,7 +132,7 @@ def aggregate_rows(points: list[Point], records: list[dict]) -> list[dict]:
     variant_order = _variant_order(points)
     out.sort(
         key=lambda r: (
-            tuple(_sort_value(r[k]) for k in parameters),
+            tuple(sort_key(r[k]) for k in parameters),
             variant_order.get(r["variant"], 0),
         )
     )
@@ -197,7 +190,9 @@ def aggregate_table(result: SweepResult, max_rows: int = 40):
     """Rich table of the aggregate: parameters, n, the chosen metric, key metrics.
 
     The chosen metric shows its mean ± 95% interval (Student's t) and its std over the seeds;
-    the key metrics their means.
+    the key metrics their means. Values are shown as the report shows them
+    (:func:`~moesim.results.metrics.format_value` for swept values, ``format_metric`` for
+    metrics: a fraction such as a drop rate in %).
     Headers break after ``_`` and ``.`` (:func:`_header`), so the table fits 80 columns and
     names are never cut. The best row is bold green; long sweeps show the ``max_rows`` best
     rows.
@@ -232,15 +227,17 @@ def aggregate_table(result: SweepResult, max_rows: int = 40):
         left = name == "variant"
         table.add_column(_header(name), overflow="fold", justify="left" if left else "right")
     for row in shown_rows:
-        cells = [_short(row[key]) for key in result.parameters]
+        cells = [format_value(row[key]) for key in result.parameters]
         if show_variant:
             cells.append(str(row["variant"]))
         cells.append(str(row["n"]))
         mean, ci = row.get(f"{metric}_mean", math.nan), row.get(f"{metric}_ci95", math.nan)
         finite = mean is not None and math.isfinite(mean)
-        cells.append(f"{_short(mean)} ± {_short(ci)}" if finite else "-")
-        cells.append(_short(row.get(f"{metric}_std")))
-        cells.extend(_short(row.get(f"{m}_mean")) for m in extra)
+        cells.append(
+            f"{format_metric(metric, mean)} ± {format_metric(metric, ci)}" if finite else "-"
+        )
+        cells.append(format_metric(metric, row.get(f"{metric}_std")))
+        cells.extend(format_metric(m, row.get(f"{m}_mean")) for m in extra)
         table.add_row(*cells, style="bold green" if row is result.best else None)
     return table
 
@@ -271,13 +268,3 @@ def _header(name: str, width: int = 10) -> str:
             lines.append("")
         lines[-1] += part
     return "\n".join(line.rstrip(" ") for line in lines)
-
-
-def _short(value) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            return "-"
-        return f"{value:.3g}" if abs(value) < 1e-2 and value != 0 else f"{value:.3f}"
-    return str(value)
