@@ -224,7 +224,7 @@ def write_sweep_results(
 
 
 def write_sweep_figures(output_dir: Path) -> list[Path]:
-    """The sweep figures of :mod:`moesim.plots` (PNG): ``figures/sweep_<metric>.png`` and the
+    """The sweep figures of :mod:`moesim.figures` (PNG): ``figures/sweep_<metric>.png`` and the
     other figures of ``SWEEP_FIGURES`` that the results allow.
 
     The figures read the chosen metric and whether lowest or highest is best from
@@ -233,6 +233,6 @@ def write_sweep_figures(output_dir: Path) -> list[Path]:
     all, say) is left out.
     """
     # Imported here: matplotlib is needed only once there is something to draw.
-    from moesim import plots
+    from moesim.figures import SWEEP_FIGURES, write_figures
 
-    return plots.write_figures(Path(output_dir), only=plots.SWEEP_FIGURES)
+    return write_figures(Path(output_dir), only=SWEEP_FIGURES)
