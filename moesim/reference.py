@@ -1,9 +1,11 @@
 """Slow, obviously-correct NumPy twins of the routing kernels.
 
 This module is the reference the tests and benchmarks compare the Numba kernels of
-``moesim.kernels`` against. It is written straight from the specification (docs/model.md,
-sections 1.2-1.4 and 2) with plain loops and obvious NumPy, favouring clarity over speed, and it
-shares no code with the kernels so that the two are independent implementations.
+``moesim.kernels`` against. It is written straight from the specification (docs/model.md §2-§4
+and §6) with plain loops and obvious NumPy, favouring clarity over speed, and it shares no code
+with the kernels, so that the two are independent implementations. The one thing it takes from
+them is a constant of the specification, ``NORMALIZE_EPS`` (Megatron-Core's guard of a sum of
+scores), so that the guard has one value everywhere.
 
 Numerical convention (the same as the kernels'): scores are computed with float64 arithmetic on
 ``logits.astype(float64)`` and rounded to the input dtype; selection compares those rounded scores
@@ -19,7 +21,8 @@ import math
 
 import numpy as np
 
-NORMALIZE_EPSILON = 1e-20
+from moesim.kernels.numerics import NORMALIZE_EPS
+
 SCORE_FUNCTIONS = ("sigmoid", "softmax", "softmax_after_topk")
 
 
@@ -176,7 +179,7 @@ def route_reference(
         How many top scores sum to a group score; None is DeepSeek-V3's rule (2 with a bias,
         1 without).
     normalize : bool or None
-        Divide the weights by their sum (+1e-20); None means True for sigmoid only.
+        Divide the weights by their sum (+ ``NORMALIZE_EPS``); None means True for sigmoid only.
     route_scale : float
         Factor applied to the weights last.
 
@@ -208,7 +211,7 @@ def route_reference(
             w = np.exp(w - w.max())
             w = (w / w.sum()).astype(logits.dtype).astype(np.float64)
         if normalize:
-            w = w / (w.sum() + NORMALIZE_EPSILON)
+            w = w / (w.sum() + NORMALIZE_EPS)
         weights[t] = (w * route_scale).astype(logits.dtype)
     return indices, weights
 
@@ -362,3 +365,109 @@ def load_stats_reference(counts: np.ndarray, starved_fraction: float = 0.1) -> d
     rows = [_load_stats_row(row, starved_fraction) for row in counts]
     keys = ("max_vio", "cv", "entropy", "gini", "starved", "top10_share")
     return {k: np.array([row[k] for row in rows], dtype=np.float64) for k in keys}
+
+
+# ----------------------------------------------------------------------------------------------
+# Per-step metrics of the engine (docs/model.md §6): fidelity, specialisation, the noise floor
+
+
+def top_k_overlap_reference(indices_a: np.ndarray, indices_b: np.ndarray) -> float:
+    """Routing fidelity: the share of the experts of ``indices_a`` also chosen in ``indices_b``.
+
+    Parameters
+    ----------
+    indices_a, indices_b : ndarray, shape [T, K], int
+        Two routings of the same tokens (the engine: with the bias, and without it).
+
+    Returns
+    -------
+    float
+        ``sum_t #{k : indices_a[t, k] in indices_b[t]} / (T K)``, in [0, 1].
+    """
+    n_tokens, top_k = indices_a.shape
+    shared = 0
+    for t in range(n_tokens):
+        chosen_b = {int(e) for e in indices_b[t]}
+        shared += sum(1 for e in indices_a[t] if int(e) in chosen_b)
+    return shared / (n_tokens * top_k)
+
+
+def assignment_counts_reference(
+    indices: np.ndarray, keep: np.ndarray, clusters: np.ndarray, n_clusters: int, n_experts: int
+) -> tuple[np.ndarray, int, int]:
+    """Kept assignments by token cluster and expert, and the tokens that lost assignments.
+
+    Parameters
+    ----------
+    indices : ndarray, shape [T, K], int
+        Chosen experts.
+    keep : ndarray, shape [T, K], bool
+        Which assignments survived the capacity.
+    clusters : ndarray, shape [T], int
+        The cluster (domain) of each token, in ``[0, n_clusters)``.
+    n_clusters, n_experts : int
+
+    Returns
+    -------
+    joint : ndarray, shape [n_clusters, n_experts], int64
+        ``joint[c, e]``: kept assignments of cluster-``c`` tokens to expert ``e``.
+    any_dropped : int
+        Tokens with at least one dropped assignment.
+    all_dropped : int
+        Tokens with every assignment dropped.
+    """
+    joint = np.zeros((n_clusters, n_experts), dtype=np.int64)
+    any_dropped = 0
+    all_dropped = 0
+    for t in range(indices.shape[0]):
+        kept = [int(indices[t, k]) for k in range(indices.shape[1]) if keep[t, k]]
+        for e in kept:
+            joint[int(clusters[t]), e] += 1
+        if len(kept) < indices.shape[1]:
+            any_dropped += 1
+        if not kept:
+            all_dropped += 1
+    return joint, any_dropped, all_dropped
+
+
+def specialization_reference(joint: np.ndarray) -> float:
+    """Mutual information of cluster and expert over the cluster entropy, ``I(C; E) / H(C)``.
+
+    Parameters
+    ----------
+    joint : ndarray, shape [C, E], non-negative
+        Kept assignments of cluster-``c`` tokens to expert ``e``.
+
+    Returns
+    -------
+    float
+        In [0, 1]: 1 when the expert identifies the cluster, 0 when routing ignores it. NaN when
+        ``joint`` is all zeros or holds a single cluster (``H(C) = 0``).
+    """
+    rows = [[float(value) for value in row] for row in joint]
+    total = sum(sum(row) for row in rows)
+    if total <= 0:
+        return math.nan
+    n_experts = len(rows[0])
+    p_cluster = [sum(row) / total for row in rows]
+    p_expert = [sum(row[e] for row in rows) / total for e in range(n_experts)]
+    mutual_information = 0.0
+    for c, row in enumerate(rows):
+        for e, count in enumerate(row):
+            if count > 0:
+                p = count / total
+                mutual_information += p * math.log(p / (p_cluster[c] * p_expert[e]))
+    cluster_entropy = -sum(p * math.log(p) for p in p_cluster if p > 0)
+    return mutual_information / cluster_entropy if cluster_entropy > 0 else math.nan
+
+
+def max_vio_noise_floor_reference(n_tokens: int, top_k: int, n_experts: int) -> float:
+    """MaxVio of a perfectly balanced random router: ``sqrt(2 ln E)`` standard deviations.
+
+    An expert's load is Binomial(T, p = K/E): mean ``T p``, standard deviation
+    ``sqrt(T p (1 - p))``; their ratio simplifies to ``sqrt((E - K) / (T K))``. Zero for a
+    single expert or ``K = E`` (every expert gets every token).
+    """
+    if n_experts < 2 or top_k >= n_experts:
+        return 0.0
+    return math.sqrt(2 * math.log(n_experts)) * math.sqrt((n_experts - top_k) / (n_tokens * top_k))

@@ -1,23 +1,34 @@
-"""Slow NumPy twins of the router-learning objectives (model.md 1.5-1.6), for tests.
+"""Slow NumPy twins of the router-learning objectives (docs/model.md §5), for tests.
 
 Each objective is a plain function of the logits ``Z`` (T, E) with the routing decision held
 fixed (selection is piecewise constant, so the gradient flows through the gate weights only),
 and each has an explicit NumPy gradient. Tests check the gradients against central finite
-differences and the Numba kernel against these gradients.
+differences and the Numba kernel against these gradients. Like ``moesim.reference``, it shares
+no code with the kernels, only the guard ``NORMALIZE_EPS`` (one value everywhere).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from moesim.kernels.numerics import NORMALIZE_EPS
+
 
 def sigmoid(z):
+    """``1 / (1 + exp(-z))`` elementwise."""
     return 1.0 / (1.0 + np.exp(-z))
 
 
 def softmax(z, axis=-1):
+    """Softmax along ``axis``, max-shifted."""
     shifted = np.exp(z - z.max(axis=axis, keepdims=True))
     return shifted / shifted.sum(axis=axis, keepdims=True)
+
+
+def log_sum_exp(z):
+    """``log sum_e exp(z_te)`` of each row of ``z`` (T, E), shape (T,), max-shifted."""
+    shift = z.max(axis=1, keepdims=True)
+    return (shift + np.log(np.exp(z - shift).sum(axis=1, keepdims=True)))[:, 0]
 
 
 def gate_weights(logits, indices, score, normalize, route_scale):
@@ -28,7 +39,7 @@ def gate_weights(logits, indices, score, normalize, route_scale):
     elif score == "sigmoid":
         weights = sigmoid(selected)
         if normalize:
-            weights = weights / (weights.sum(axis=1, keepdims=True) + 1e-20)
+            weights = weights / (weights.sum(axis=1, keepdims=True) + NORMALIZE_EPS)
     else:
         weights = np.take_along_axis(softmax(logits), indices, axis=1)
     return weights * route_scale
@@ -54,7 +65,7 @@ def reward_gradient(logits, indices, rewards, score, normalize, route_scale):
     elif score == "sigmoid":
         s = sigmoid(selected)
         if normalize:
-            total = s.sum(axis=1, keepdims=True) + 1e-20
+            total = s.sum(axis=1, keepdims=True) + NORMALIZE_EPS
             mean_reward = (s / total * rewards).sum(axis=1, keepdims=True)
             d_score = route_scale * (rewards - mean_reward) / total
         else:
@@ -73,7 +84,7 @@ def aux_affinities(logits, score):
     """Aux-loss affinities over all experts: softmax, or sigmoid normalised (Megatron)."""
     if score == "sigmoid":
         s = sigmoid(logits)
-        return s / (s.sum(axis=1, keepdims=True) + 1e-20)
+        return s / (s.sum(axis=1, keepdims=True) + NORMALIZE_EPS)
     return softmax(logits)
 
 
@@ -119,7 +130,7 @@ def aux_affinity_jacobian(logits, score):
     if score == "sigmoid":
         # p_i = s_i / S: d p_i / d z_j = (delta_ij - p_i) s_j (1 - s_j) / S.
         s = sigmoid(logits)
-        total = s.sum(axis=1) + 1e-20
+        total = s.sum(axis=1) + NORMALIZE_EPS
         column = s * (1 - s) / total[:, None]
         return (identity - p[:, :, None]) * column[:, None, :]
     # softmax: d p_i / d z_j = p_i (delta_ij - p_j).
@@ -141,15 +152,12 @@ def aux_gradient(logits, score, alpha, kind, seq_len, fractions):
 
 def z_loss(logits, beta):
     """``beta * mean_t logsumexp(Z_t)^2``."""
-    shift = logits.max(axis=1, keepdims=True)
-    lse = (shift + np.log(np.exp(logits - shift).sum(axis=1, keepdims=True)))[:, 0]
-    return float(beta * (lse**2).mean())
+    return float(beta * (log_sum_exp(logits) ** 2).mean())
 
 
 def z_loss_gradient(logits, beta):
     """``dL_z/dZ`` (T, E) = ``2 beta logsumexp(Z_t) softmax(Z_t) / T``."""
-    shift = logits.max(axis=1, keepdims=True)
-    lse = shift + np.log(np.exp(logits - shift).sum(axis=1, keepdims=True))
+    lse = log_sum_exp(logits)[:, None]
     return 2 * beta * lse * softmax(logits) / logits.shape[0]
 
 

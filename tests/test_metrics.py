@@ -1,4 +1,5 @@
-"""load_stats() against the reference and known values (docs/model.md section 2)."""
+"""load_stats() and the engine's per-step metrics (fidelity, assignment counts, specialisation,
+the MaxVio noise floor) against their NumPy twins and known values (docs/model.md §6)."""
 
 import numpy as np
 import pytest
@@ -6,7 +7,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from moesim import load_stats
-from moesim.reference import load_stats_reference
+from moesim.kernels.metrics import (
+    _assignment_counts,
+    _top_k_overlap,
+    max_vio_noise_floor,
+    specialization,
+)
+from moesim.reference import (
+    assignment_counts_reference,
+    load_stats_reference,
+    max_vio_noise_floor_reference,
+    specialization_reference,
+    top_k_overlap_reference,
+)
 
 KEYS = {"max_vio", "cv", "entropy", "gini", "starved", "top10_share"}
 
@@ -127,3 +140,112 @@ def test_zero_row_is_nan():
     for key in KEYS:
         assert np.isnan(stats[key][0]), key
         assert not np.isnan(stats[key][1]), key
+
+
+# ----------------------------------------------------------------------------------------------
+# The engine's per-step metrics against their NumPy twins (docs/model.md §6)
+
+
+@st.composite
+def routings(draw, max_tokens=60):
+    """Indices (T, K) with distinct experts per row, a keep mask and token clusters."""
+    n_experts = draw(st.integers(1, 24))
+    top_k = draw(st.integers(1, n_experts))
+    n_tokens = draw(st.integers(1, max_tokens))
+    n_clusters = draw(st.integers(1, 6))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    indices = np.argsort(rng.random((n_tokens, n_experts)), axis=1)[:, :top_k]
+    keep_share = draw(st.sampled_from([0.0, 0.5, 0.9, 1.0]))
+    keep = rng.random((n_tokens, top_k)) < keep_share
+    clusters = rng.integers(0, n_clusters, size=n_tokens)
+    return indices.astype(np.int64), keep, clusters.astype(np.int64), n_clusters, n_experts
+
+
+@settings(max_examples=80, deadline=None)
+@given(case=routings(), overlap=st.sampled_from([0.0, 0.5, 1.0]), seed=st.integers(0, 2**16))
+def test_top_k_overlap_matches_reference(case, overlap, seed):
+    """Fidelity: a share of integers, so kernel and twin agree exactly."""
+    indices_a, _, _, _, n_experts = case
+    rng = np.random.default_rng(seed)
+    indices_b = np.argsort(rng.random(indices_a.shape[:1] + (n_experts,)), axis=1)
+    indices_b = indices_b[:, : indices_a.shape[1]].astype(np.int64)
+    same = rng.random(indices_a.shape[0]) < overlap
+    indices_b[same] = indices_a[same][:, ::-1]  # the same experts in another order
+    got = _top_k_overlap(indices_a, indices_b, n_experts)
+    assert got == top_k_overlap_reference(indices_a, indices_b)
+    assert 0.0 <= got <= 1.0
+    assert _top_k_overlap(indices_a, indices_a, n_experts) == 1.0
+
+
+@settings(max_examples=80, deadline=None)
+@given(case=routings())
+def test_assignment_counts_match_reference(case):
+    indices, keep, clusters, n_clusters, n_experts = case
+    joint = np.zeros((n_clusters, n_experts), dtype=np.int64)
+    any_dropped, all_dropped = _assignment_counts(indices, keep, clusters, joint)
+    expected = assignment_counts_reference(indices, keep, clusters, n_clusters, n_experts)
+    np.testing.assert_array_equal(joint, expected[0], strict=True)
+    assert (any_dropped, all_dropped) == expected[1:]
+    assert joint.sum() == keep.sum()
+    # It accumulates: a second call doubles the counts.
+    _assignment_counts(indices, keep, clusters, joint)
+    np.testing.assert_array_equal(joint, 2 * expected[0])
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    n_clusters=st.integers(1, 8),
+    n_experts=st.integers(1, 16),
+    sparsity=st.sampled_from([0.0, 0.5, 0.9]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_specialization_matches_reference(n_clusters, n_experts, sparsity, seed):
+    rng = np.random.default_rng(seed)
+    joint = rng.integers(0, 50, size=(n_clusters, n_experts)) * (
+        rng.random((n_clusters, n_experts)) >= sparsity
+    )
+    got = specialization(joint)
+    expected = specialization_reference(joint)
+    if np.isnan(expected):
+        assert np.isnan(got)
+        return
+    assert got == pytest.approx(expected, rel=1e-12, abs=1e-12)
+    assert -1e-12 <= got <= 1.0 + 1e-12
+
+
+def test_specialization_known_values():
+    assert specialization(np.eye(4, dtype=np.int64) * 7) == pytest.approx(1.0)  # expert = cluster
+    independent = np.outer([1, 2, 3], [4, 1, 1, 2])  # expert independent of the cluster
+    assert specialization(independent) == pytest.approx(0.0, abs=1e-12)
+    assert np.isnan(specialization(np.zeros((3, 4))))
+    assert np.isnan(specialization(np.array([[3, 1, 2]])))  # one cluster: H(C) = 0
+    # Only one cluster with kept assignments: H(C) = 0 too (was 2.0, from rounding: 1e-16/1e-16).
+    assert np.isnan(specialization(np.array([[0, 0, 0], [3, 1, 7]])))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    n_tokens=st.integers(1, 10**7),
+    n_experts=st.integers(1, 1024),
+    data=st.data(),
+)
+def test_max_vio_noise_floor_matches_reference(n_tokens, n_experts, data):
+    top_k = data.draw(st.integers(1, n_experts))
+    got = max_vio_noise_floor(n_tokens, top_k, n_experts)
+    expected = max_vio_noise_floor_reference(n_tokens, top_k, n_experts)
+    assert got == pytest.approx(expected, rel=1e-12, abs=0.0)
+
+
+def test_max_vio_noise_floor_is_about_what_random_routing_shows():
+    """The floor (sqrt(2 ln E) standard deviations) is near the mean MaxVio_batch of uniform
+    random routing; for E = 64 it is a little above it (the largest of 64 loads is about 2.4
+    standard deviations above the mean, not 2.9)."""
+    n_tokens, top_k, n_experts = 4096, 8, 64
+    rng = np.random.default_rng(0)
+    max_vios = []
+    for _ in range(20):
+        indices = np.argsort(rng.random((n_tokens, n_experts)), axis=1)[:, :top_k]
+        loads = np.bincount(indices.ravel(), minlength=n_experts)
+        max_vios.append(loads.max() / loads.mean() - 1)
+    ratio = np.mean(max_vios) / max_vio_noise_floor(n_tokens, top_k, n_experts)
+    assert 0.7 < ratio < 1.0

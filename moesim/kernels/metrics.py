@@ -1,4 +1,8 @@
-"""Per-expert load statistics (model.md 2), vectorised over many steps."""
+"""Per-expert load statistics, vectorised over many steps, and the engine's per-step metrics
+(docs/model.md §6).
+
+Each has a NumPy twin in ``moesim.reference`` that the tests compare it with.
+"""
 
 from __future__ import annotations
 
@@ -144,7 +148,8 @@ def specialization(joint) -> float:
     """Mutual information of cluster and expert over the cluster entropy, in [0, 1].
 
     ``joint[c, e]`` counts kept assignments of cluster-``c`` tokens to expert ``e``. 1 means the
-    expert identifies the cluster; 0 means routing ignores it. NaN with a single cluster.
+    expert identifies the cluster; 0 means routing ignores it. NaN when at most one cluster has
+    kept assignments (``H(C) = 0``).
     """
     joint = np.asarray(joint, dtype=np.float64)
     total = joint.sum()
@@ -152,6 +157,9 @@ def specialization(joint) -> float:
         return float("nan")
     p = joint / total
     p_cluster = p.sum(axis=1)
+    if np.count_nonzero(p_cluster) < 2:
+        # H(C) is 0, but the rounded p sum to 1 - 1 ulp: log of it would make 1e-16 / 1e-16.
+        return float("nan")
     p_expert = p.sum(axis=0)
     nz = p > 0
     mutual = float((p[nz] * np.log(p[nz] / np.outer(p_cluster, p_expert)[nz])).sum())
