@@ -21,10 +21,20 @@ def record_every_for(scenario: Scenario) -> int:
 def estimated_memory(scenario: Scenario, trace_shape: tuple[int, int] | None = None) -> dict:
     """Bytes a run of ``scenario`` holds at its peak, by what holds them (an estimate).
 
-    ``step``: one step's arrays (tokens, logits, assignments, learning's gradient sums);
-    ``records``: every variant's recorded history and per-expert loads, kept until the end;
-    ``trace``: a replayed trace, held whole. Python and Numba themselves come on top (about
-    0.2 GB).
+    Parameters
+    ----------
+    scenario : Scenario
+        The run (every variant is counted for the records).
+    trace_shape : (int, int) or None
+        ``(rows, dim)`` of a replayed trace; None for synthetic tokens.
+
+    Returns
+    -------
+    dict of str to int
+        ``step``: one step's arrays (tokens, logits, assignments, learning's gradient sums);
+        ``records``: every variant's recorded history and per-expert loads, kept until the end;
+        ``trace``: a replayed trace, held whole. Python and Numba themselves come on top (about
+        0.2 GB).
     """
     tokens, router = scenario.tokens, scenario.router
     n_tokens, n_experts, top_k = tokens.tokens_per_step, router.experts, router.top_k
