@@ -1,4 +1,4 @@
-"""Synthetic token stream (model.md 1.1) and trace replay.
+"""Synthetic token stream (docs/model.md §1) and trace replay.
 
 A token of cluster ``c`` is ``x = (mu_c + noise * eps) / sqrt(d)`` with ``eps ~ N(0, I_d)`` and
 cluster means ``mu_c ~ N(0, I_d) * separation`` drawn once. A step's ``T`` tokens form
@@ -183,7 +183,7 @@ def make_stream(config, seed: np.random.SeedSequence) -> TokenStream:
 
 
 def weights_at(stream: TokenStream, step: int) -> np.ndarray:
-    """Cluster weights at ``step`` under the configured drift (model.md 1.1).
+    """Cluster weights at ``step`` under the configured drift (docs/model.md §1).
 
     ``walk`` is a random walk, so it must be asked for steps in increasing order (the engine
     does); the others are pure functions of the step.

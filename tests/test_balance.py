@@ -1,4 +1,4 @@
-"""update_bias() against the reference and the loss-free balancing rules (docs/model.md 1.4)."""
+"""update_bias() against the reference and the loss-free balancing rules (docs/model.md §4)."""
 
 import numpy as np
 import pytest

@@ -1,5 +1,5 @@
 """apply_capacity() / expert_capacity() against the reference, invariants and the analytic
-drop rate of iid uniform routing (docs/model.md section 1.3)."""
+drop rate of iid uniform routing (docs/model.md §3)."""
 
 import math
 

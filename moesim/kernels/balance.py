@@ -1,4 +1,4 @@
-"""Loss-free balancing: the expert-bias update (model.md 1.4).
+"""Loss-free balancing: the expert-bias update (docs/model.md §4).
 
 ``e_i = mean(c) - c_i``; rule ``sign``: ``b_i += u * sign(e_i)`` with ``sign(0) = 0``
 (Loss-Free Balancing, Megatron-Core); rule ``proportional``: ``b_i += u * e_i / mean(c)``.

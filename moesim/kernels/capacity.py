@@ -1,4 +1,4 @@
-"""Expert capacity and token dropping (model.md 1.3; Megatron-Core semantics).
+"""Expert capacity and token dropping (docs/model.md §3; Megatron-Core semantics).
 
 Each expert keeps at most ``ceil((T*K/E) * capacity_factor)`` assignments per step. Policy
 ``probs`` keeps its highest gate weights (ties: earlier token), ``position`` its earliest tokens.
