@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 SOURCES := moesim tests $(wildcard benchmarks)
 
-.PHONY: install test lint format run bench docs clean
+.PHONY: install test lint format run bench docs fidelity clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,11 @@ docs: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/routing.py --json benchmarks/results/routing.json
 	$(PY) benchmarks/run.py --output benchmarks/results/latest.json
+
+# Runs scenarios/papers/ at 3 seeds and rewrites docs/fidelity.md (resumable; runs kept in
+# results/papers/).
+fidelity: $(STAMP)
+	$(VENV)/bin/moesim papers --jobs 2
 
 clean:
 	rm -rf $(VENV) results .pytest_cache .hypothesis

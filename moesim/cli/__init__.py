@@ -17,7 +17,7 @@ from typing import Annotated
 import typer
 
 from moesim._version import __version__
-from moesim.cli import bench, figures, run, sweep
+from moesim.cli import bench, figures, papers, run, sweep
 from moesim.cli.common import EXIT_INTERRUPTED, console, errors
 from moesim.cli.run import summary_table
 
@@ -47,7 +47,7 @@ def _callback(
     """Simulate Mixture-of-Experts routing and load-balancing dynamics."""
 
 
-for module in (run, figures, sweep, bench):
+for module in (run, figures, sweep, papers, bench):
     module.register(app)
 
 

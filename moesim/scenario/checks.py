@@ -239,6 +239,36 @@ def _check_sweep_metric(sweep: SweepConfig, report: _Report) -> None:
             report.add(("sweep", "metric"), *problem)
 
 
+def _check_published(scenario: Scenario, report: _Report) -> None:
+    """Every published point names variants and a metric that exist, and has what it needs.
+
+    Checked on the whole scenario only: a variant run carries its base's points unchanged.
+    """
+    if report.prefix:
+        return
+    names = [v.name for v in scenario.variants] or [scenario.name]
+    for index, point in enumerate(scenario.published):
+        at = ("published", index)
+        problem = metric_problem(point.metric)
+        if problem is not None:
+            report.add((*at, "metric"), *problem)
+        trend = point.expect in ("increasing", "decreasing")
+        if not trend and point.variant is None and scenario.variants:
+            report.add((*at, "variant"), "name the variant this number is for", names[0])
+        named = [("variant", point.variant)] if not trend and point.variant else []
+        named += [("relative_to", point.relative_to)] if point.relative_to else []
+        named += [(("variants", i), name) for i, name in enumerate(point.variants)]
+        for key, name in named:
+            if name not in names:
+                path = (*at, *key) if isinstance(key, tuple) else (*at, key)
+                message = f"no variant {name!r} (variants: {', '.join(names)})"
+                report.add(path, message, suggest(name, names))
+        if trend and len(point.variants) < 2:
+            report.add((*at, "variants"), f"a trend ({point.expect}) needs two or more variants")
+        if not trend and point.value is None and point.role != "pending":
+            report.add((*at, "value"), f"expect: {point.expect} needs the published value")
+
+
 def _check_memory(scenario: Scenario, trace_shape, report: _Report) -> None:
     """A run that cannot fit in memory should fail now, not after an hour of swapping."""
     needed = memory.estimated_memory(scenario, trace_shape)
@@ -338,6 +368,7 @@ def cross_problems(scenario: Scenario, source: Source, prefix=()) -> list[Proble
     _check_token_stream(scenario.tokens, report)
     trace_shape = _check_trace_file(scenario.tokens, report)
     _check_sweep_metric(scenario.sweep, report)
+    _check_published(scenario, report)
     _check_memory(scenario, trace_shape, report)
     _check_aux_losses(scenario.balance.aux, report)
     _check_aux_needs_learning(scenario, report)

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 import types
 import typing
@@ -11,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from moesim.scenario.schema import NAME_PATTERN, Scenario
+from moesim.scenario.schema import NAME_PATTERN, PublishedPoint, Scenario
 from moesim.scenario.source import MAX_ALIASED_NODES, MAX_DEPTH
 
 
@@ -72,7 +73,7 @@ def render_scenario_docs() -> str:
 
     def section(title: str, model, prefix: str) -> None:
         heading = f"## `{prefix}`" if prefix else f"## {title}"
-        lines.extend([heading, "", (model.__doc__ or "").strip(), ""])
+        lines.extend([heading, "", inspect.cleandoc(model.__doc__ or ""), ""])
         lines.append("| key | type | default | bounds | meaning |")
         lines.append("|---|---|---|---|---|")
         nested = []
@@ -85,6 +86,7 @@ def render_scenario_docs() -> str:
                 continue
             default = field.get_default(call_default_factory=True)
             shown = "[]" if default == [] else ("null" if default is None else repr(default))
+            shown = "required" if field.is_required() else shown
             shown = shown.replace("True", "true").replace("False", "false").replace("'", "")
             shown = "`" + shown + "`" if shown else '`""`'
             type_name = _type_name(annotation)
@@ -105,6 +107,7 @@ def render_scenario_docs() -> str:
             "",
         ]
     )
+    section("Published points", PublishedPoint, "published[]")
     return "\n".join(lines)
 
 

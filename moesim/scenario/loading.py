@@ -184,9 +184,12 @@ def _expand(scenario: Scenario, data: dict, source: Source) -> list[tuple[str, S
             problems.append(source.problem((*where, "name"), message, hint))
         seen.setdefault(variant.name, index)
         overrides = variant.model_dump(exclude={"name"})
-        if "variants" in overrides:
-            message = "variants cannot have variants"
-            problems.append(source.problem((*where, "variants"), message))
+        # What only the whole scenario has: a variant setting it would be silently ignored.
+        whole_only = [key for key in ("variants", "published") if key in overrides]
+        for key in whole_only:
+            message = f"a variant cannot have {key}: give them in the scenario itself"
+            problems.append(source.problem((*where, key), message))
+        if whole_only:
             continue
         merged = deep_merge(base, overrides)
         # Problems are reported under variants[i]; a key the variant did not set points at

@@ -351,6 +351,44 @@ class SweepConfig(_Section):
     minimize: bool = Field(True, description="Best is the smallest metric (false: the largest).")
 
 
+class PublishedPoint(_Section):
+    """A number a paper published for this scenario's setting (docs/fidelity.md, `moesim papers`).
+
+    moesim's value is the summary ``metric`` of ``variant`` (minus that of ``relative_to`` when
+    given), averaged over seeds; a trend compares the means over ``variants`` in their order.
+    """
+
+    source: str = Field(..., min_length=1, description="Paper and where: table, figure, model.")
+    setting: str = Field(..., min_length=1, description="The setting in the paper's words.")
+    variant: str | None = Field(
+        None, description="The variant that has this setting (none: a scenario without variants)."
+    )
+    metric: str = Field(..., description="The summary metric the number corresponds to.")
+    value: float | None = Field(
+        None, allow_inf_nan=False, description="The published number (none for a trend)."
+    )
+    value_text: str | None = Field(
+        None, description="How the table shows the published value (default: the number)."
+    )
+    relative_to: str | None = Field(
+        None, description="Compare metric(variant) - metric(relative_to): a published difference."
+    )
+    expect: Literal["value", "at_least", "at_most", "increasing", "decreasing"] = Field(
+        "value",
+        description="value: within 2x / right order / miss; at_least, at_most: a bound; "
+        "increasing, decreasing: the trend over `variants`.",
+    )
+    variants: list[str] = Field(
+        default_factory=list, description="Variants of a trend, in the published order."
+    )
+    role: Literal["fit", "predicted", "pending"] = Field(
+        "predicted",
+        description="fit: a calibration constant was chosen on it; predicted: nothing was "
+        "tuned on it; pending: needs a model moesim does not have yet.",
+    )
+    note: str | None = Field(None, description="A short qualifier shown after the metric.")
+
+
 #: A name is a folder name: no separators, and no leading dot (".", ".." and hidden folders).
 NAME_PATTERN = r"^[A-Za-z0-9_+-][A-Za-z0-9_.+-]*$"
 
@@ -381,6 +419,11 @@ class Scenario(_Section):
     sweep: SweepConfig = Field(default_factory=SweepConfig, description="Parameter sweep.")
     variants: list[Variant] = Field(
         default_factory=list, description="Named partial overrides, run on the same tokens."
+    )
+    published: list[PublishedPoint] = Field(
+        default_factory=list,
+        description="Published numbers this scenario reproduces (`moesim papers`); `moesim run` "
+        "ignores them.",
     )
 
     def resolved_dict(self) -> dict:
