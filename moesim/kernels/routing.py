@@ -5,7 +5,10 @@ Three layers, as in the rest of ``moesim.kernels``:
 * ``_route_row``: one token, serial, the whole of the routing semantics in one place;
 * ``_route_chunks``: the parallel driver, ``prange`` over fixed chunks of tokens, each chunk with
   its own scratch buffers and its own row of per-expert counts (no shared mutable state);
-* ``route`` (public): validates arguments, allocates outputs and calls the driver.
+* ``route`` (public): validates arguments (``router_spec.py``: the options, their defaults and
+  the kernels' ``RouterSpec``), allocates outputs and calls the driver.
+
+The logits ``Z = X W^T`` that come before are ``logits.py``'s.
 
 Numerics: scores are computed with float64 intermediates and stored in the input's dtype, so a
 float32 router compares float32 scores, as a float32 model would. The bias is added in the input's
@@ -22,23 +25,18 @@ at or above a cheap lower bound of the K-th best score.
 
 from __future__ import annotations
 
-import inspect
 from typing import NamedTuple
 
 import numpy as np
 from numba import prange
 
 from moesim._jit import CHUNK_TOKENS, n_chunks_for, njit, njit_inline, njit_parallel
-from moesim.errors import suggest
 
 # Shared with the other kernels; check_integer and check_finite stay importable from here too.
-from moesim.kernels.checks import (
-    check_choice,
-    check_finite,
-    check_float_array,
-    check_integer,
-    check_real,
-)
+from moesim.kernels.checks import check_finite, check_integer, check_real  # noqa: F401
+
+# router_logits and the routing options live in their own modules; importable from here too.
+from moesim.kernels.logits import router_logits  # noqa: F401
 from moesim.kernels.numerics import (
     NORMALIZE_EPS,
     shifted_exp,
@@ -46,27 +44,16 @@ from moesim.kernels.numerics import (
     softmax_normalizer_at,
     softmax_row,
 )
-
-SCORE_SIGMOID = 0
-SCORE_SOFTMAX = 1
-SCORE_SOFTMAX_AFTER_TOPK = 2
-SCORE_CODES = {
-    "sigmoid": SCORE_SIGMOID,
-    "softmax": SCORE_SOFTMAX,
-    "softmax_after_topk": SCORE_SOFTMAX_AFTER_TOPK,
-}
-
-
-class RouterSpec(NamedTuple):
-    """Resolved routing options, as the kernels take them (all defaults applied)."""
-
-    top_k: int
-    score_code: int
-    n_groups: int
-    topk_groups: int
-    group_score_topk: int
-    normalize: bool
-    route_scale: float
+from moesim.kernels.router_spec import (  # noqa: F401
+    ROUTER_OPTIONS,
+    SCORE_CODES,
+    SCORE_SIGMOID,
+    SCORE_SOFTMAX,
+    SCORE_SOFTMAX_AFTER_TOPK,
+    RouterSpec,
+    prepare_routing,
+    resolve_router_spec,
+)
 
 
 @njit
@@ -408,154 +395,6 @@ def _route_chunks(logits, bias, has_bias, spec, indices, weights, chunk_counts):
         _route_chunk(logits, bias, has_bias, spec, indices, weights, chunk_counts[c], start, stop)
 
 
-# ----------------------------------------------------------------------------------------------
-# Validation and the public function
-
-
-def _check_logits(logits) -> np.ndarray:
-    logits = np.asarray(logits)
-    if logits.ndim != 2:
-        raise ValueError(
-            f"logits is {logits.ndim}-dimensional and must be 2-dimensional [tokens, experts]"
-        )
-    if logits.dtype not in (np.float32, np.float64):
-        raise ValueError(f"logits has dtype {logits.dtype}; it must be float32 or float64")
-    if logits.shape[0] == 0 or logits.shape[1] == 0:
-        raise ValueError(f"logits has shape {logits.shape}; it needs at least one token and expert")
-    check_finite("logits", logits)
-    return np.ascontiguousarray(logits)
-
-
-def _check_bias(bias, n_experts: int, dtype) -> tuple[np.ndarray, bool]:
-    if bias is None:
-        return np.zeros(n_experts, dtype=dtype), False
-    bias = np.asarray(bias)
-    if bias.shape != (n_experts,):
-        raise ValueError(f"bias has shape {bias.shape}; it must have shape ({n_experts},)")
-    # A finite float64 bias can still overflow the float32 logits' dtype (1e39 -> inf).
-    return check_float_array("bias", bias, dtype, "the logits' dtype"), True
-
-
-def resolve_router_spec(
-    n_experts: int,
-    *,
-    top_k: int,
-    score: str = "sigmoid",
-    n_groups: int = 1,
-    topk_groups: int = 1,
-    group_score_topk: int | None = None,
-    normalize: bool | None = None,
-    route_scale: float = 1.0,
-    has_bias: bool = False,
-) -> RouterSpec:
-    """Check routing options against ``n_experts`` and fill in the DeepSeek defaults.
-
-    The one declaration of the routing options and their defaults on the kernels' side:
-    :func:`route` spells the same keywords out for its documented signature (a test keeps the
-    two equal), ``routing_step`` and :func:`prepare_routing` forward them, and the engine maps a
-    scenario's ``router`` section onto them.
-
-    Parameters
-    ----------
-    n_experts : int
-        E, the number of experts the options are checked against.
-    top_k, score, n_groups, topk_groups, group_score_topk, normalize, route_scale
-        As for :func:`route`.
-    has_bias : bool
-        Whether selection adds an expert bias (DeepSeek-V3's default ``group_score_topk``
-        depends on it).
-
-    Returns
-    -------
-    RouterSpec
-        The options as the kernels take them, every default applied.
-
-    Raises
-    ------
-    ValueError
-        Naming the argument and the constraint it breaks.
-    """
-    score = check_choice("score", score, SCORE_CODES)
-    top_k = check_integer("top_k", top_k)
-    n_groups = check_integer("n_groups", n_groups)
-    topk_groups = check_integer("topk_groups", topk_groups)
-    if not 1 <= top_k <= n_experts:
-        raise ValueError(f"top_k is {top_k}; it must be between 1 and the {n_experts} experts")
-    if n_groups < 1 or n_experts % n_groups:
-        raise ValueError(
-            f"n_groups is {n_groups}; it must divide the number of experts {n_experts}"
-        )
-    if not 1 <= topk_groups <= n_groups:
-        raise ValueError(
-            f"topk_groups is {topk_groups}; it must be between 1 and n_groups={n_groups}"
-        )
-    group_size = n_experts // n_groups
-    if n_groups > 1 and topk_groups * group_size < top_k:
-        raise ValueError(
-            f"topk_groups * experts per group = {topk_groups} * {group_size} < top_k = {top_k}: "
-            "the kept groups hold too few experts"
-        )
-    if group_score_topk is None:
-        # DeepSeek-V3 Gate: sum of the top two with a bias, the max without.
-        group_score_topk = 2 if has_bias else 1
-        group_score_topk = min(group_score_topk, group_size)
-    group_score_topk = check_integer("group_score_topk", group_score_topk)
-    if n_groups > 1 and not 1 <= group_score_topk <= group_size:
-        raise ValueError(
-            f"group_score_topk is {group_score_topk}; it must be between 1 and the {group_size} "
-            "experts of a group"
-        )
-    if normalize is None:
-        normalize = score == "sigmoid"
-    elif not isinstance(normalize, (bool, np.bool_)):
-        raise ValueError(f"normalize is {normalize!r}; it must be True, False or None")
-    route_scale = check_real("route_scale", route_scale, positive=True)
-    return RouterSpec(
-        top_k,
-        SCORE_CODES[score],
-        n_groups,
-        topk_groups,
-        group_score_topk,
-        bool(normalize),
-        route_scale,
-    )
-
-
-#: Names of the routing options, the keyword arguments of :func:`route` (read from
-#: :func:`resolve_router_spec`, where they are declared).
-ROUTER_OPTIONS = tuple(
-    name
-    for name, parameter in inspect.signature(resolve_router_spec).parameters.items()
-    if parameter.kind is inspect.Parameter.KEYWORD_ONLY and name != "has_bias"
-)
-
-
-def prepare_routing(logits, bias, **router_options):
-    """Validate logits, bias and routing options; returns ``(logits, bias, has_bias, spec)``.
-
-    The logits come back C-contiguous, the bias in the logits' dtype (zeros when absent), and
-    ``spec`` with every default resolved. Shared by :func:`route` and ``routing_step``.
-
-    Raises
-    ------
-    TypeError
-        For a keyword that is not one of :data:`ROUTER_OPTIONS` (with the closest one).
-    ValueError
-        Naming the argument and the constraint it breaks.
-    """
-    for name in router_options:
-        if name not in ROUTER_OPTIONS:
-            hint = suggest(name, ROUTER_OPTIONS)
-            raise TypeError(
-                f"{name!r} is not a routing option"
-                + (f"; {hint}" if hint else f"; the options are {', '.join(ROUTER_OPTIONS)}")
-            )
-    logits = _check_logits(logits)
-    bias, has_bias = _check_bias(bias, logits.shape[1], logits.dtype)
-    spec = resolve_router_spec(logits.shape[1], has_bias=has_bias, **router_options)
-    return logits, bias, has_bias, spec
-
-
 def route(
     logits,
     bias=None,
@@ -614,64 +453,3 @@ def route(
     chunk_counts = np.zeros((n_chunks_for(n_tokens), n_experts), dtype=np.int64)
     _route_chunks(logits, bias, has_bias, spec, indices, weights, chunk_counts)
     return indices, weights
-
-
-@njit_parallel
-def _logits_chunks(tokens, centroids_t, logits):
-    """``logits = tokens @ centroids_t`` for tokens (T, d) and centroids_t (d, E).
-
-    Every logit is the sum over ``j = 0 .. d-1`` of ``tokens[t, j] * centroids_t[j, e]`` in that
-    order, a multiply then an add (no fastmath, so no fused multiply-add), whatever the chunking
-    or the number of threads. The expert loop is innermost (it vectorises without fastmath), and
-    blocks of 4 tokens share each load of a centroid row: the row is read a quarter as often,
-    which is what bounds the single-token loop (20% faster, bit-identical). The 4 is spelled out
-    (four accumulator rows, four token values), not a parameter.
-    No BLAS in the step loop: OpenBLAS's spinning threads would compete with Numba's for the
-    cores, and its sums are not promised to be the same for every thread count.
-    """
-    n_tokens, dim = tokens.shape
-    n_experts = centroids_t.shape[1]
-    for c in prange((n_tokens + CHUNK_TOKENS - 1) // CHUNK_TOKENS):
-        # Private accumulators: the compiler need not fear aliasing with the inputs.
-        accumulator = np.empty((4, n_experts), dtype=logits.dtype)
-        start = c * CHUNK_TOKENS
-        stop = min(n_tokens, start + CHUNK_TOKENS)
-        t = start
-        while t + 4 <= stop:
-            for e in range(n_experts):
-                accumulator[0, e] = 0.0
-                accumulator[1, e] = 0.0
-                accumulator[2, e] = 0.0
-                accumulator[3, e] = 0.0
-            for j in range(dim):
-                x0 = tokens[t, j]
-                x1 = tokens[t + 1, j]
-                x2 = tokens[t + 2, j]
-                x3 = tokens[t + 3, j]
-                for e in range(n_experts):
-                    weight = centroids_t[j, e]
-                    accumulator[0, e] += x0 * weight
-                    accumulator[1, e] += x1 * weight
-                    accumulator[2, e] += x2 * weight
-                    accumulator[3, e] += x3 * weight
-            for i in range(4):
-                for e in range(n_experts):
-                    logits[t + i, e] = accumulator[i, e]
-            t += 4
-        for last in range(t, stop):  # the chunk's last tokens, one at a time
-            for e in range(n_experts):
-                accumulator[0, e] = 0.0
-            for j in range(dim):
-                x0 = tokens[last, j]
-                for e in range(n_experts):
-                    accumulator[0, e] += x0 * centroids_t[j, e]
-            for e in range(n_experts):
-                logits[last, e] = accumulator[0, e]
-
-
-def router_logits(tokens: np.ndarray, centroids: np.ndarray) -> np.ndarray:
-    """Router logits ``Z = X W^T`` (T, E) in the tokens' dtype, computed by Numba."""
-    centroids_t = np.ascontiguousarray(centroids.T, dtype=tokens.dtype)
-    logits = np.empty((tokens.shape[0], centroids.shape[0]), dtype=tokens.dtype)
-    _logits_chunks(np.ascontiguousarray(tokens), centroids_t, logits)
-    return logits
