@@ -518,3 +518,16 @@ def test_an_unknown_routing_option_is_named_with_the_closest_one():
         routing_step(logits, top_k=2, topk=2)
     with pytest.raises(TypeError, match=r"'zzz' is not a routing option; the options are top_k"):
         routing_step(logits, top_k=2, zzz=1)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_router_logits_small_cases_bit_for_bit(dtype):
+    """Blocks of 4 tokens, a block's tail and a second chunk (256 tokens a chunk), small enough
+    to run unjitted too (tests/test_unjitted.py)."""
+    rng = np.random.default_rng(11)
+    centroids = rng.standard_normal((5, 3)).astype(np.float32)
+    for n_tokens in (1, 3, 4, 9, 261):
+        tokens = rng.standard_normal((n_tokens, 3)).astype(dtype)
+        np.testing.assert_array_equal(
+            router_logits(tokens, centroids), logits_reference(tokens, centroids), strict=True
+        )
