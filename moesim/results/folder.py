@@ -1,4 +1,5 @@
-"""The results folder: what a run leaves on disk, written atomically.
+"""The results folder: what a run leaves on disk, written atomically (read back by
+:mod:`moesim.results.reading`).
 
     results/<scenario name>/
       scenario.resolved.yaml   the scenario with every default filled in
@@ -184,33 +185,3 @@ def _numba_threads() -> int:
     import numba
 
     return int(numba.get_num_threads())
-
-
-def read_summary(output_dir: Path) -> dict:
-    """``summary.json`` of a results folder."""
-    return json.loads((Path(output_dir) / "summary.json").read_text())
-
-
-def read_history(output_dir: Path) -> dict[str, np.ndarray]:
-    """``history.csv`` as columns (``variant`` as strings, the rest as floats; '' -> NaN)."""
-    with open(Path(output_dir) / "history.csv", newline="") as stream:
-        rows = list(csv.reader(stream))
-    header, body = rows[0], rows[1:]
-    columns: dict[str, np.ndarray] = {}
-    for j, name in enumerate(header):
-        values = [row[j] for row in body]
-        if name == "variant":
-            columns[name] = np.asarray(values, dtype=object)
-        else:
-            columns[name] = np.asarray([float(v) if v else np.nan for v in values])
-    return columns
-
-
-def read_loads(output_dir: Path) -> dict[str, dict[str, np.ndarray]]:
-    """``loads.npz`` as ``{variant: {"loads", "demand", "bias", "steps", ...}}``."""
-    grouped: dict[str, dict[str, np.ndarray]] = {}
-    with np.load(Path(output_dir) / "loads.npz", allow_pickle=False) as data:
-        for key in data.files:
-            variant, _, field = key.rpartition(".")
-            grouped.setdefault(variant, {})[field] = data[key]
-    return grouped

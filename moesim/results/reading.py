@@ -1,0 +1,341 @@
+"""Reading a results folder back: a run's files, a sweep's table, and the grouping of its rows.
+
+:func:`load_results` reads whatever a folder holds (``moesim run`` writes ``summary.json``,
+``history.csv``, ``loads.npz``, ``manifest.json`` and ``scenario.resolved.yaml``; ``moesim sweep``
+writes ``sweep.csv`` and ``sweep_summary.json``) into one :class:`ResultsData`, which the figures
+and the report draw from. :func:`group_rows` groups a sweep's rows by parameter values, in the
+one order of swept values (:func:`moesim.results.metrics.sort_key`).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from moesim.results.metrics import sort_key
+
+#: Sweep columns that are neither swept parameters nor metrics.
+SWEEP_BOOKKEEPING = {"seed", "point", "run", "replicate", "variant", "error", "status", "id"}
+
+
+class NotResultsError(ValueError):
+    """The folder is not a moesim results folder (no summary.json and no sweep.csv)."""
+
+
+# ----------------------------------------------------------------------------- the run's files
+
+
+def read_summary(output_dir: Path) -> dict:
+    """``summary.json`` of a results folder."""
+    return json.loads((Path(output_dir) / "summary.json").read_text())
+
+
+def read_history(output_dir: Path) -> dict[str, np.ndarray]:
+    """``history.csv`` as columns (``variant`` as strings, the rest as floats; '' -> NaN)."""
+    with open(Path(output_dir) / "history.csv", newline="") as stream:
+        rows = list(csv.reader(stream))
+    header, body = rows[0], rows[1:]
+    columns: dict[str, np.ndarray] = {}
+    for j, name in enumerate(header):
+        values = [row[j] for row in body]
+        if name == "variant":
+            columns[name] = np.asarray(values, dtype=object)
+        else:
+            columns[name] = np.asarray([float(v) if v else np.nan for v in values])
+    return columns
+
+
+def read_loads(output_dir: Path) -> dict[str, dict[str, np.ndarray]]:
+    """``loads.npz`` as ``{variant: {"loads", "demand", "bias", "steps", ...}}``."""
+    grouped: dict[str, dict[str, np.ndarray]] = {}
+    with np.load(Path(output_dir) / "loads.npz", allow_pickle=False) as data:
+        for key in data.files:
+            variant, _, field_name = key.rpartition(".")
+            grouped.setdefault(variant, {})[field_name] = data[key]
+    return grouped
+
+
+# ---------------------------------------------------------------------------- the sweep's table
+
+
+def read_sweep_csv(path: Path) -> dict[str, np.ndarray]:
+    """``sweep.csv`` as columns; failed points (a non-empty ``error`` cell) are left out."""
+    with open(path, newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    if "error" in (rows[0] if rows else {}):
+        rows = [row for row in rows if not (row.get("error") or "").strip()]
+    names = list(rows[0].keys()) if rows else []
+    columns: dict[str, np.ndarray] = {}
+    for name in names:
+        cells = [row.get(name) or "" for row in rows]
+        columns[name] = _parse_column(cells)
+    return columns
+
+
+def _parse_column(cells: list[str]) -> np.ndarray:
+    """Floats when every cell is a number, a boolean or empty (NaN); else the cells as text."""
+    values = []
+    for cell in cells:
+        text = cell.strip()
+        if text in ("", "None", "null", "nan", "NaN"):
+            values.append(np.nan)
+            continue
+        if text in ("True", "False", "true", "false"):
+            values.append(1.0 if text.lower() == "true" else 0.0)
+            continue
+        try:
+            values.append(float(text))
+        except ValueError:
+            return np.asarray(cells, dtype=object)
+    return np.asarray(values, dtype=float)
+
+
+def sweep_parameters(columns: dict[str, np.ndarray], sweep_summary: dict | None = None) -> list:
+    """Swept parameter columns: named in ``sweep_summary.json`` or key paths (``a.b``)."""
+    if isinstance(sweep_summary, dict):
+        for key in ("parameters", "params", "swept", "grid"):
+            named = sweep_summary.get(key)
+            if isinstance(named, dict):
+                named = list(named)
+            if isinstance(named, list) and named and all(isinstance(n, str) for n in named):
+                return [n for n in named if n in columns]
+    return [n for n in columns if "." in n and n not in SWEEP_BOOKKEEPING]
+
+
+def group_rows(columns: dict, keys: list[str]) -> list[tuple[tuple, np.ndarray]]:
+    """Rows grouped by the values of ``keys``: ``[(((key, value), ...), row indices)]``, in the
+    order of :func:`~moesim.results.metrics.sort_key` (numbers, then text, then missing)."""
+    n = len(next(iter(columns.values()))) if columns else 0
+    groups: dict[tuple, list[int]] = {}
+    for i in range(n):
+        combo = tuple((k, _hashable(columns[k][i])) for k in keys)
+        groups.setdefault(combo, []).append(i)
+    return sorted(
+        ((combo, np.asarray(rows)) for combo, rows in groups.items()),
+        key=lambda group: tuple(sort_key(value) for _, value in group[0]),
+    )
+
+
+def _hashable(value):
+    """A cell as a grouping key: a Python float, or None for NaN (NaN != NaN would make a group
+    per row of a null parameter); text as it is."""
+    if isinstance(value, (float, np.floating)):
+        return None if math.isnan(value) else float(value)
+    return value
+
+
+def same_value(a, b) -> bool:
+    """Equal sweep values: numbers within rounding (JSON and CSV spell floats alike), else text."""
+    if isinstance(a, (int, float, np.number)) and isinstance(b, (int, float, np.number)):
+        return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=0.0)
+    return str(a) == str(b)
+
+
+# ---------------------------------------------------------------------------- the whole folder
+
+
+@dataclass
+class ResultsData:
+    """Everything the figures and the report read from one results folder.
+
+    Attributes
+    ----------
+    summary : dict or None
+        ``summary.json`` of a run (``{"scenario", "partial", "variants": [...]}``).
+    history : dict[str, ndarray] or None
+        ``history.csv`` columns (``variant`` as strings).
+    loads : dict[str, dict[str, ndarray]] or None
+        ``loads.npz`` per variant: ``loads``/``demand`` (R, E) int64, ``bias`` (R, E) float32,
+        ``steps`` (R,), ``final_loads`` (E,), ``final_bias`` (E,).
+    sweep : dict[str, ndarray] or None
+        ``sweep.csv`` columns: floats where every cell parses as a number, else strings.
+    sweep_params : list[str]
+        Swept parameters (key paths such as ``balance.bias.rate``).
+    sweep_summary : dict or None
+        ``sweep_summary.json``: grid, seeds, the chosen metric and direction, the best point.
+    """
+
+    path: Path
+    scenario: str
+    summary: dict | None = None
+    history: dict | None = None
+    loads: dict | None = None
+    manifest: dict | None = None
+    resolved_yaml: str | None = None
+    sweep: dict | None = None
+    sweep_params: list[str] = field(default_factory=list)
+    sweep_summary: dict | None = None
+
+    @property
+    def variants(self) -> list[dict]:
+        """Variant summaries of the run, in scenario order (empty for a sweep-only folder)."""
+        return list(self.summary.get("variants", [])) if self.summary else []
+
+    @property
+    def is_sweep(self) -> bool:
+        return self.sweep is not None and len(self.sweep.get("seed", self._first_column())) > 0
+
+    def _first_column(self):
+        return next(iter(self.sweep.values())) if self.sweep else []
+
+    @property
+    def sweep_metric(self) -> tuple[str, bool] | None:
+        """The sweep's chosen metric and whether lowest is best, from ``sweep_summary.json``."""
+        summary = self.sweep_summary or {}
+        metric = summary.get("metric")
+        if not isinstance(metric, str) or not metric:
+            return None
+        return metric, bool(summary.get("minimize", True))
+
+    @property
+    def sweep_keys(self) -> list[str]:
+        """Columns that tell sweep points apart: the swept parameters, and the variant when the
+        scenario has more than one."""
+        if not self.is_sweep:
+            return []
+        keys = [p for p in self.sweep_params if p in self.sweep]
+        if "variant" in self.sweep and len(set(self.sweep["variant"].tolist())) > 1:
+            keys.append("variant")
+        return keys
+
+    @property
+    def seeds(self) -> list:
+        """The distinct seeds of the sweep's rows, in order."""
+        if not self.is_sweep or "seed" not in self.sweep:
+            return []
+        return sorted({_hashable(s) for s in self.sweep["seed"].tolist()}, key=sort_key)
+
+    def variant_history(self, name: str) -> dict[str, np.ndarray] | None:
+        """History columns of one variant (rows of the tidy table with ``variant == name``);
+        None without ``history.csv``."""
+        if self.history is None:
+            return None
+        mask = self.history["variant"] == name
+        return {key: values[mask] for key, values in self.history.items() if key != "variant"}
+
+    @cached_property
+    def scenario_dict(self) -> dict:
+        """The resolved scenario as a mapping (empty when absent or unreadable)."""
+        if not self.resolved_yaml:
+            return {}
+        try:
+            node = yaml.safe_load(self.resolved_yaml)
+        except yaml.YAMLError:
+            return {}
+        return node if isinstance(node, dict) else {}
+
+    def scenario_value(self, key_path: str):
+        """A value of the resolved (base) scenario by key path (None when unknown)."""
+        node = self.scenario_dict
+        for key in key_path.split("."):
+            if not isinstance(node, dict) or key not in node:
+                return None
+            node = node[key]
+        return node
+
+    def variant_settings(self, name: str) -> dict:
+        """What a variant sets (key path -> value), from the ``variants`` of the resolved
+        scenario; ``{}`` for a variant it does not list."""
+        for entry in self.scenario_dict.get("variants") or []:
+            if isinstance(entry, dict) and entry.get("name") == name:
+                flat = _flatten(entry)
+                return {k: v for k, v in flat.items() if k not in ("name", "description")}
+        return {}
+
+    def variant_value(self, name: str, key_path: str):
+        """A variant's value of a key path: its own setting, else the base scenario's."""
+        settings = self.variant_settings(name)
+        return settings[key_path] if key_path in settings else self.scenario_value(key_path)
+
+    def best_point(self) -> dict | None:
+        """The sweep's best point from ``sweep_summary.json``: ``{values, mean, metric,
+        direction}`` with ``values`` key -> value for every column of :attr:`sweep_keys`;
+        None when the sweep recorded none (or no finite mean)."""
+        chosen = self.sweep_metric
+        best = (self.sweep_summary or {}).get("best")
+        if chosen is None or not isinstance(best, dict):
+            return None
+        metric, minimize = chosen
+        params = best.get("params") or {}
+        values = {k: params.get(k) for k in self.sweep_params}
+        values["variant"] = best.get("variant")
+        stats = best.get(metric)
+        mean = stats.get("mean") if isinstance(stats, dict) else None
+        if not isinstance(mean, (int, float)) or not math.isfinite(mean):
+            return None
+        direction = "lowest" if minimize else "highest"
+        return {"values": values, "mean": float(mean), "metric": metric, "direction": direction}
+
+
+def _flatten(node: dict, prefix: str = "") -> dict:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists and empty mappings are values)."""
+    flat = {}
+    for key, value in node.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, path + "."))
+        else:
+            flat[path] = value
+    return flat
+
+
+def load_results(results_dir: Path) -> ResultsData:
+    """Read a results folder written by ``moesim run`` and/or ``moesim sweep``.
+
+    Raises
+    ------
+    NotResultsError
+        When the folder does not exist, holds neither ``summary.json`` nor ``sweep.csv``, or
+        cannot be read.
+    """
+    path = Path(results_dir)
+    if not path.is_dir():
+        raise NotResultsError(f"{path} is not a folder")
+    has_run = (path / "summary.json").is_file()
+    has_sweep = (path / "sweep.csv").is_file()
+    if not has_run and not has_sweep:
+        raise NotResultsError(
+            f"{path} is not a moesim results folder (no summary.json or sweep.csv); "
+            "make one with `moesim run` or `moesim sweep`"
+        )
+    data = ResultsData(path=path, scenario=path.name)
+    try:
+        _read_files(data, has_run=has_run, has_sweep=has_sweep)
+    except (OSError, ValueError, KeyError) as error:
+        raise NotResultsError(f"{path}: cannot read results ({error})") from error
+    for source in (data.summary, data.manifest, data.sweep_summary):
+        if isinstance(source, dict) and isinstance(source.get("scenario"), str):
+            data.scenario = source["scenario"]
+            break
+    else:
+        name = data.scenario_value("name")
+        if isinstance(name, str) and name:
+            data.scenario = name
+    return data
+
+
+def _read_files(data: ResultsData, *, has_run: bool, has_sweep: bool) -> None:
+    """Fill ``data`` with the files its folder holds (absent optional files stay None)."""
+    path = data.path
+    if has_run:
+        data.summary = read_summary(path)
+        if (path / "history.csv").is_file():
+            data.history = read_history(path)
+        if (path / "loads.npz").is_file():
+            data.loads = read_loads(path)
+    if (path / "manifest.json").is_file():
+        data.manifest = json.loads((path / "manifest.json").read_text())
+    if (path / "scenario.resolved.yaml").is_file():
+        data.resolved_yaml = (path / "scenario.resolved.yaml").read_text()
+    if (path / "sweep_summary.json").is_file():
+        data.sweep_summary = json.loads((path / "sweep_summary.json").read_text())
+    if has_sweep:
+        data.sweep = read_sweep_csv(path / "sweep.csv")
+        data.sweep_params = sweep_parameters(data.sweep, data.sweep_summary)
