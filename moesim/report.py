@@ -16,23 +16,13 @@ import json
 import shlex
 from pathlib import Path
 
-from moesim.plots import (
-    FIGURES,
-    ResultsData,
-    best_point,
-    figure_bytes,
-    format_number,
-    group_rows,
-    interval,
-    load_results,
-    metric_spec,
-    render_figures,
-    same_value,
-    value_text,
-)
-from moesim.results import write_atomic
+from moesim.figures import FIGURES, figure_bytes, render_figures
+from moesim.results import ResultsData, group_rows, load_results, same_value, write_atomic
+from moesim.results.metrics import format_metric, format_value, metric_spec
+from moesim.statistics import mean_interval
 
-#: Columns of a run's summary table (headers and units from :data:`moesim.plots.METRICS`).
+#: Columns of a run's summary table (headers, units and formats from
+#: :data:`moesim.results.metrics.METRICS`).
 RUN_COLUMNS = (
     "max_vio_global",
     "mean_max_vio_batch",
@@ -89,7 +79,7 @@ def write_report(results_dir: Path) -> tuple[Path, Path]:
 
     Raises
     ------
-    moesim.plots.NotResultsError
+    moesim.results.NotResultsError
         When the folder is not a results folder.
     """
     data = load_results(results_dir)
@@ -111,17 +101,6 @@ def write_report(results_dir: Path) -> tuple[Path, Path]:
 # -------------------------------------------------------------------------------- content
 
 
-def _cell(value, percent: bool = False) -> str:
-    if percent and value is not None and not isinstance(value, str):
-        try:
-            value = 100 * float(value)
-        except (TypeError, ValueError):
-            return "-"
-        text = format_number(value, 2)
-        return text if text == "-" else f"{text}%"
-    return format_number(value)
-
-
 def run_rows(data: ResultsData) -> tuple[list[str], list[list[str]], list[dict]]:
     """Header and formatted rows of the run summary table (columns present in the summary)."""
     variants = data.variants
@@ -130,7 +109,7 @@ def run_rows(data: ResultsData) -> tuple[list[str], list[list[str]], list[dict]]
     rows = []
     for s in variants:
         name = str(s.get("variant", "?")) + (" (partial)" if s.get("partial") else "")
-        rows.append([name, *[_cell(s.get(key), metric_spec(key).percent) for key in columns]])
+        rows.append([name, *[format_metric(key, s.get(key)) for key in columns]])
     return header, rows, variants
 
 
@@ -147,28 +126,25 @@ def sweep_rows(data: ResultsData) -> tuple[list[str], list[list[str]], int | Non
     metrics = [
         key
         for key in dict.fromkeys(chosen + list(SWEEP_COLUMNS))
-        if key in sweep and sweep[key].dtype != object and interval(sweep[key])[2] > 0
+        if key in sweep and sweep[key].dtype != object and mean_interval(sweep[key])[2] > 0
     ]
     header = [*keys, "seeds", *[f"{metric_spec(m).title} (mean ± 95%)" for m in metrics]]
     has_verdict = "verdict" in sweep
     if has_verdict:
         header.append("verdicts")
-    best = best_point(data)
+    best = data.best_point()
     rows, best_index = [], None
     for combo, indices in group_rows(sweep, keys):
         if best is not None and all(same_value(best["values"].get(k), v) for k, v in combo):
             best_index = len(rows)
-        row = [value_text(value) for _, value in combo]
+        row = [format_value(value) for _, value in combo]
         row.append(str(len(indices)))
         for key in metrics:
-            mean, half, n = interval(sweep[key][indices])
-            scale, suffix = (100.0, "%") if metric_spec(key).percent else (1.0, "")
+            mean, half, n = mean_interval(sweep[key][indices])
             if n == 0:
                 row.append("-")
                 continue
-            row.append(
-                f"{format_number(mean * scale)}{suffix} ± {format_number(half * scale)}{suffix}"
-            )
+            row.append(f"{format_metric(key, mean, 3)} ± {format_metric(key, half, 3)}")
         if has_verdict:
             counts: dict[str, int] = {}
             for verdict in sweep["verdict"][indices]:
@@ -241,7 +217,7 @@ def _metadata(data: ResultsData) -> list[tuple[str, str]]:
     ):
         if manifest.get(key) is not None:
             value = manifest[key]
-            items.append((title, format_number(value) if key == "seconds" else str(value)))
+            items.append((title, format_metric(key, value) if key == "seconds" else str(value)))
     command = manifest.get("command")
     if command:
         items.append(("command", " ".join(str(part) for part in command)))
@@ -268,7 +244,7 @@ def _sweep_metadata(data: ResultsData) -> list[tuple[str, str]]:
         ("sweep", f"{n_rows} runs over {', '.join(data.sweep_params)}; {len(seeds)} seeds each")
     )
     base = data.scenario_value("seed")
-    seed_text = ", ".join(value_text(s) for s in seeds)
+    seed_text = ", ".join(format_value(s) for s in seeds)
     if base is not None:
         seed_text += f" (the scenario's seed {base}, then +1 per seed)"
     items.append(("seeds", seed_text))
@@ -281,7 +257,7 @@ def _sweep_metadata(data: ResultsData) -> list[tuple[str, str]]:
         items.append(("points", counts + (" (partial)" if summary.get("partial") else "")))
     if isinstance(summary.get("seconds"), (int, float)):
         # The time of the last `moesim sweep` call: a resumed sweep counts only what it ran.
-        items.append(("last run time (s)", format_number(summary["seconds"])))
+        items.append(("last run time (s)", format_metric("seconds", summary["seconds"])))
     if summary.get("executor"):
         items.append(("executor", str(summary["executor"])))
     command = summary.get("command")

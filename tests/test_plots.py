@@ -23,8 +23,19 @@ from matplotlib import colors as mcolors
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from PIL import Image
 
-from moesim import plots
-from moesim.results import HISTORY_COLUMNS, Result, VariantResult, history_csv, write_atomic
+from moesim import figures
+from moesim.figures.capacity import UNIFORM_LABEL
+from moesim.figures.sweep import x_parameters
+from moesim.results import (
+    HISTORY_COLUMNS,
+    NotResultsError,
+    Result,
+    VariantResult,
+    history_csv,
+    load_results,
+    write_atomic,
+)
+from moesim.statistics import mean_interval
 
 TOKENS, TOP_K, EXPERTS, RECORDS = 512, 2, 16, 60
 #: Every run figure: the synthetic run has the bias, capacity factors and specialization.
@@ -286,15 +297,14 @@ def sweep_dir(tmp_path_factory) -> Path:
 
 
 def _expected_sizes(results_dir: Path) -> dict[str, tuple[int, int]]:
-    drawn, _ = plots.render_figures(plots.load_results(results_dir))
-    return {
-        p.name: tuple(int(round(v)) for v in p.figure.get_size_inches() * plots.DPI) for p in drawn
-    }
+    drawn, _ = figures.render_figures(load_results(results_dir))
+    inches = {p.name: p.figure.get_size_inches() for p in drawn}
+    return {name: tuple(int(round(v)) for v in size * figures.DPI) for name, size in inches.items()}
 
 
 def test_every_run_figure_is_an_image_with_data(run_dir):
     skipped = {}
-    written = plots.write_figures(run_dir, on_skip=skipped.__setitem__)
+    written = figures.write_figures(run_dir, on_skip=skipped.__setitem__)
     assert {p.stem for p in written} == RUN_FIGURES
     assert set(skipped) == {"sweep_chosen_metric", "sweep_metrics"}
     sizes = _expected_sizes(run_dir)
@@ -303,24 +313,24 @@ def test_every_run_figure_is_an_image_with_data(run_dir):
         assert_shows_data(path, sizes[path.stem])
     # Full-width figures are 7.5 in at 150 dpi.
     assert sizes["max_vio"][0] == 1125
-    assert_plots_show_data(plots.render_figures(plots.load_results(run_dir))[0])
+    assert_plots_show_data(figures.render_figures(load_results(run_dir))[0])
 
 
 def test_every_sweep_figure_is_an_image_with_data(sweep_dir):
     skipped = {}
-    written = plots.write_figures(sweep_dir, on_skip=skipped.__setitem__)
+    written = figures.write_figures(sweep_dir, on_skip=skipped.__setitem__)
     assert {p.stem for p in written} == SWEEP_FIGURES
     assert "load_heatmap" in skipped and "summary.json" in skipped["load_heatmap"]
     sizes = _expected_sizes(sweep_dir)
     for path in written:
         assert_shows_data(path, sizes[path.stem])
-    assert_plots_show_data(plots.render_figures(plots.load_results(sweep_dir))[0])
+    assert_plots_show_data(figures.render_figures(load_results(sweep_dir))[0])
 
 
 def test_the_chosen_metric_figure_follows_sweep_summary(sweep_dir, tmp_path):
-    data = plots.load_results(sweep_dir)
+    data = load_results(sweep_dir)
     assert data.sweep_metric == ("specialization", False)
-    (plot,), _ = plots.render_figures(data, only=["sweep_chosen_metric"])
+    (plot,), _ = figures.render_figures(data, only=["sweep_chosen_metric"])
     assert plot.name == "sweep_specialization"
     title = plot.figure.get_suptitle()
     assert "specialization" in title and "highest is best" in title
@@ -331,41 +341,41 @@ def test_the_chosen_metric_figure_follows_sweep_summary(sweep_dir, tmp_path):
         for c in ax.collections
         if c.get_facecolor().size == 0 or not c.get_facecolor()[:, 3].any()
     ]
-    assert len(rings) == len(plots._x_parameters(data))
+    assert len(rings) == len(x_parameters(data))
     # Another metric, lowest best: another file name and title.
     folder = shutil.copytree(sweep_dir, tmp_path / "other")
     summary = json.loads((folder / "sweep_summary.json").read_text())
     summary.update(metric="max_vio_global", minimize=True, best=None)
     (folder / "sweep_summary.json").write_text(json.dumps(summary))
-    written = plots.write_figures(folder, only=["sweep_chosen_metric"])
+    written = figures.write_figures(folder, only=["sweep_chosen_metric"])
     assert [p.name for p in written] == ["sweep_max_vio_global.png"]
     (folder / "sweep_summary.json").unlink()
     skipped = {}
-    plots.write_figures(folder, only=["sweep_chosen_metric"], on_skip=skipped.__setitem__)
+    figures.write_figures(folder, only=["sweep_chosen_metric"], on_skip=skipped.__setitem__)
     assert "sweep_summary.json" in skipped["sweep_chosen_metric"]
 
 
 def test_sweep_lines_are_never_pooled_a_large_grid_is_split_into_panels(tmp_path):
     grid = {**SWEEP_GRID, "router.top_k": [2, 4]}  # 2 x 3 x 2 = 12 lines against the rate
-    data = plots.load_results(write_synthetic_sweep(tmp_path / "big", grid=grid))
-    layout = plots.sweep_layout(data, "balance.bias.rate")
+    data = load_results(write_synthetic_sweep(tmp_path / "big", grid=grid))
+    layout = figures.sweep_layout(data, "balance.bias.rate")
     assert layout.facet_keys == ["router.score"]  # fewest values, text on ties
     assert len(layout.facets) == 2 and len(layout.styles) == 6
-    (plot,), _ = plots.render_figures(data, only=["sweep_chosen_metric"])
+    (plot,), _ = figures.render_figures(data, only=["sweep_chosen_metric"])
     titles = {ax.get_title() for ax in plot.figure.axes}
     assert {"score=sigmoid", "score=softmax"} <= titles
     legend_texts = [t.get_text() for leg in _legends(plot.figure) for t in leg.get_texts()]
     assert not any("mean over" in text for text in legend_texts)
     # Each line of a panel is one combination: the seeds of one point, nothing averaged.
-    assert all(len(ax.lines) <= plots.MAX_LINES + 1 for ax in _panels(plot.figure))
+    assert all(len(ax.lines) <= figures.MAX_LINES + 1 for ax in _panels(plot.figure))
 
 
 def test_a_grid_too_large_for_panels_is_named_not_drawn(tmp_path):
     grid = {**SWEEP_GRID, "router.top_k": [2, 4], "router.experts": [8, 16]}
     grid["tokens.clusters"] = [4, 8]  # 3 x 2 x 2 x 2 x 2 x 3: 8 panels of 6 lines
-    data = plots.load_results(write_synthetic_sweep(tmp_path / "huge", grid=grid))
-    assert plots.sweep_layout(data, "balance.bias.rate").too_many_facets
-    (plot,), _ = plots.render_figures(data, only=["sweep_chosen_metric"])
+    data = load_results(write_synthetic_sweep(tmp_path / "huge", grid=grid))
+    assert figures.sweep_layout(data, "balance.bias.rate").too_many_facets
+    (plot,), _ = figures.render_figures(data, only=["sweep_chosen_metric"])
     notes = [t.get_text() for ax in plot.figure.axes for t in ax.texts]
     assert any("too many to draw honestly" in note for note in notes)
 
@@ -378,7 +388,7 @@ def _legends(figure) -> list:
 
 
 def test_sweep_metrics_shows_quality_and_leaves_out_constant_metrics(sweep_dir):
-    (plot,), _ = plots.render_figures(plots.load_results(sweep_dir), only=["sweep_metrics"])
+    (plot,), _ = figures.render_figures(load_results(sweep_dir), only=["sweep_metrics"])
     ylabels = " ".join(ax.get_ylabel() for ax in _panels(plot.figure))
     assert "quality" in ylabels and "specialization" in ylabels
     assert "starved" not in ylabels  # 0 at every point
@@ -386,7 +396,7 @@ def test_sweep_metrics_shows_quality_and_leaves_out_constant_metrics(sweep_dir):
 
 
 def test_sweep_figures_use_human_labels(sweep_dir):
-    drawn, _ = plots.render_figures(plots.load_results(sweep_dir))
+    drawn, _ = figures.render_figures(load_results(sweep_dir))
     for plot in drawn:
         for ax in _panels(plot.figure):
             for label in (ax.get_xlabel(), ax.get_ylabel()):
@@ -402,16 +412,16 @@ def test_series_styles_tell_score_functions_apart_and_skip_yellow():
         for score in ("sigmoid", "softmax")
         for alpha in (0.0, 0.01, 0.1)
     ]
-    styles = plots.series_styles(pairs)
+    styles = figures.series_styles(pairs)
     for i in range(3):  # the same balancing: one colour, a style and marker per score
         sigmoid, softmax = styles[i], styles[i + 3]
         assert sigmoid.color == softmax.color
         assert (sigmoid.linestyle, sigmoid.marker) == ("-", "o")
         assert (softmax.linestyle, softmax.marker) == ("--", "s")
     # Only the score differs: it sets the colour too, so bands can be told apart.
-    alone = plots.series_styles([{"router.score": "sigmoid"}, {"router.score": "softmax"}])
+    alone = figures.series_styles([{"router.score": "sigmoid"}, {"router.score": "softmax"}])
     assert alone[0].color != alone[1].color
-    many = plots.series_styles([{"variant": str(i)} for i in range(16)])
+    many = figures.series_styles([{"variant": str(i)} for i in range(16)])
     assert len({(s.color, s.linestyle) for s in many}) == 16
     assert len({(s.color, s.marker) for s in many}) == 16
     assert YELLOW not in {s.color.lower() for s in many}
@@ -420,8 +430,8 @@ def test_series_styles_tell_score_functions_apart_and_skip_yellow():
 def test_no_figure_draws_yellow(tmp_path, sweep_dir):
     names = [f"v{i}" for i in range(9)]  # more variants than colours
     folder = write_synthetic_run(tmp_path / "nine", variants=[(n, 1e-3, None) for n in names])
-    for data in (plots.load_results(folder), plots.load_results(sweep_dir)):
-        drawn, _ = plots.render_figures(data)
+    for data in (load_results(folder), load_results(sweep_dir)):
+        drawn, _ = figures.render_figures(data)
         for plot in drawn:
             for artist in plot.figure.findobj():
                 for getter in ("get_color", "get_facecolor", "get_edgecolor"):
@@ -434,22 +444,22 @@ def test_no_figure_draws_yellow(tmp_path, sweep_dir):
 
 
 def test_drop_rate_against_capacity_factor_from_variants(run_dir):
-    data = plots.load_results(run_dir)
-    (plot,), _ = plots.render_figures(data, only=["drop_vs_capacity"])
+    data = load_results(run_dir)
+    (plot,), _ = figures.render_figures(data, only=["drop_vs_capacity"])
     (ax,) = _panels(plot.figure)
     assert "capacity factor" in ax.get_xlabel()
-    variants_line = next(line for line in ax.lines if line.get_label() != plots._UNIFORM)
+    variants_line = next(line for line in ax.lines if line.get_label() != UNIFORM_LABEL)
     np.testing.assert_allclose(variants_line.get_xdata(), [1.0, 1.5])
     expected = [100 * s["drop_rate"] for s in data.variants if s["variant"].startswith("capa")]
     np.testing.assert_allclose(variants_line.get_ydata(), expected)
-    assert any(line.get_label() == plots._UNIFORM for line in ax.lines)
+    assert any(line.get_label() == UNIFORM_LABEL for line in ax.lines)
     assert {t.get_text() for t in ax.texts} == {"capacity_1.0", "capacity_1.5"}
 
 
 def test_heatmap_labels_the_step_axis_above_a_hidden_panel(tmp_path):
     specs = [(f"v{i}", 1e-3, None) for i in range(5)]  # 2 x 3 panels, the last one hidden
     folder = write_synthetic_run(tmp_path / "five", variants=specs)
-    (plot,), _ = plots.render_figures(plots.load_results(folder), only=["load_heatmap"])
+    (plot,), _ = figures.render_figures(load_results(folder), only=["load_heatmap"])
     FigureCanvasAgg(plot.figure).draw()
     panels = _panels(plot.figure)
     assert len(panels) == 5
@@ -459,7 +469,7 @@ def test_heatmap_labels_the_step_axis_above_a_hidden_panel(tmp_path):
 
 
 def test_tradeoff_title_names_both_panels(run_dir):
-    (plot,), _ = plots.render_figures(plots.load_results(run_dir), only=["tradeoff"])
+    (plot,), _ = figures.render_figures(load_results(run_dir), only=["tradeoff"])
     assert "specialization and quality" in plot.figure.get_suptitle()
     assert len(_panels(plot.figure)) == 2
 
@@ -469,7 +479,7 @@ def test_heatmap_content_changes_with_the_data(tmp_path):
     second = write_synthetic_run(tmp_path / "b", seed=2)
     again = write_synthetic_run(tmp_path / "c", seed=1)
     images = [
-        assert_shows_data(plots.write_figures(d, only=["load_heatmap"])[0])
+        assert_shows_data(figures.write_figures(d, only=["load_heatmap"])[0])
         for d in (first, second, again)
     ]
     assert images[0].shape == images[1].shape
@@ -478,7 +488,7 @@ def test_heatmap_content_changes_with_the_data(tmp_path):
 
 
 def test_svg_and_pdf(run_dir):
-    written = plots.write_figures(run_dir, formats=("svg", "pdf"), only=["lorenz"])
+    written = figures.write_figures(run_dir, formats=("svg", "pdf"), only=["lorenz"])
     assert [p.name for p in written] == ["lorenz.svg", "lorenz.pdf"]
     assert b"<svg" in written[0].read_bytes()[:500]
     assert written[1].read_bytes().startswith(b"%PDF")
@@ -486,7 +496,7 @@ def test_svg_and_pdf(run_dir):
 
 def test_figures_have_titles_labels_and_captions(run_dir, sweep_dir):
     for folder in (run_dir, sweep_dir):
-        drawn, _ = plots.render_figures(plots.load_results(folder))
+        drawn, _ = figures.render_figures(load_results(folder))
         for plot in drawn:
             assert plot.caption and "\n" not in plot.caption
             assert "synthetic" in plot.figure.get_suptitle() or "sweepy" in (
@@ -505,31 +515,31 @@ def test_figures_have_titles_labels_and_captions(run_dir, sweep_dir):
 def test_figures_without_their_data_are_skipped_with_a_reason(tmp_path):
     folder = write_synthetic_run(tmp_path / "plain", variants=[("no_bias", 0.0, None)])
     skipped = {}
-    written = plots.write_figures(folder, on_skip=skipped.__setitem__)
+    written = figures.write_figures(folder, on_skip=skipped.__setitem__)
     assert "bias" in skipped and "bias" in skipped["bias"]
     assert "capacity.factor" in skipped["drop_vs_capacity"]
     # No drops: the drop-rate figure is still drawn (a flat zero line with a note).
     assert "drop_rate" in {p.stem for p in written}
     (folder / "loads.npz").unlink()
     skipped.clear()
-    written = plots.write_figures(folder, on_skip=skipped.__setitem__)
+    written = figures.write_figures(folder, on_skip=skipped.__setitem__)
     assert "loads.npz" in skipped["load_heatmap"]
     assert {p.stem for p in written} >= {"max_vio", "drop_rate"}
 
 
 def test_bad_arguments(run_dir, tmp_path):
     with pytest.raises(ValueError, match="unknown figure"):
-        plots.write_figures(run_dir, only=["nope"])
+        figures.write_figures(run_dir, only=["nope"])
     with pytest.raises(ValueError, match="unknown format"):
-        plots.write_figures(run_dir, formats=["gif"])
-    with pytest.raises(plots.NotResultsError, match="not a moesim results folder"):
-        plots.write_figures(tmp_path)
-    with pytest.raises(plots.NotResultsError, match="not a folder"):
-        plots.write_figures(tmp_path / "missing")
+        figures.write_figures(run_dir, formats=["gif"])
+    with pytest.raises(NotResultsError, match="not a moesim results folder"):
+        figures.write_figures(tmp_path)
+    with pytest.raises(NotResultsError, match="not a folder"):
+        figures.write_figures(tmp_path / "missing")
 
 
 def test_sweep_reading_drops_failed_points_and_finds_parameters(sweep_dir):
-    data = plots.load_results(sweep_dir)
+    data = load_results(sweep_dir)
     assert data.sweep_params == list(SWEEP_GRID)
     assert len(data.sweep["seed"]) == 54  # the failed row is left out
     assert data.scenario == "sweepy"
@@ -538,11 +548,11 @@ def test_sweep_reading_drops_failed_points_and_finds_parameters(sweep_dir):
 
 def test_interval_is_the_95_percent_student_t_interval_of_the_mean():
     values = np.array([1.0, 2.0, 4.0, np.nan])
-    mean, half, n = plots.interval(values)
+    mean, half, n = mean_interval(values)
     assert n == 3 and mean == pytest.approx(7 / 3)
     # t_{0.975, 2} = 4.303: three seeds give an interval 2.2x wider than the normal 1.96.
     assert half == pytest.approx(4.3027 * np.std([1, 2, 4], ddof=1) / math.sqrt(3), rel=1e-4)
-    assert plots.interval([5.0]) == (5.0, 0.0, 1)
+    assert mean_interval([5.0]) == (5.0, 0.0, 1)
 
 
 def test_uniform_drop_rate_matches_monte_carlo():
@@ -551,16 +561,8 @@ def test_uniform_drop_rate_matches_monte_carlo():
     capacity = math.ceil(tokens * top_k / experts * factor)
     demand = rng.binomial(tokens, top_k / experts, size=400_000)
     simulated = np.maximum(0, demand - capacity).mean() / (tokens * top_k / experts)
-    expected = plots.uniform_drop_rate(tokens, top_k, experts, factor)
+    expected = figures.uniform_drop_rate(tokens, top_k, experts, factor)
     assert expected == pytest.approx(simulated, rel=0.02)
-
-
-def test_format_number():
-    assert plots.format_number(None) == "-"
-    assert plots.format_number(float("nan")) == "-"
-    assert plots.format_number(0.0523) == "0.052"
-    assert plots.format_number(12) == "12"
-    assert plots.format_number(0.00012) == "1.20e-04"
 
 
 # ------------------------------------------------------------------ shipped scenarios, end to end
@@ -639,27 +641,27 @@ def test_shipped_run_scenarios_draw_every_applicable_figure(shipped_runs, tmp_pa
     assert set(shipped_runs) >= {"collapse", "switch", "sigmoid_vs_softmax"}
     for name, results in shipped_runs.items():
         folder = shutil.copytree(results, tmp_path / name)
-        written = plots.write_figures(folder)
+        written = figures.write_figures(folder)
         expected = _applicable_run_figures(SHIPPED / f"{name}.yaml")
         assert {p.stem for p in written} == expected, name
         sizes = _expected_sizes(folder)
         for png in written:
             assert_shows_data(png, sizes[png.stem])
-        assert_plots_show_data(plots.render_figures(plots.load_results(folder))[0])
+        assert_plots_show_data(figures.render_figures(load_results(folder))[0])
     # The variants of switch.yaml differ in capacity factor: a point per variant.
     assert "drop_vs_capacity" in _applicable_run_figures(SHIPPED / "switch.yaml")
 
 
 @pytest.mark.slow
 def test_shipped_sweep_draws_every_sweep_figure(shipped_sweep):
-    written = plots.write_figures(shipped_sweep)
+    written = figures.write_figures(shipped_sweep)
     # bias_rate_sweep ranks by max_vio_global; it does not vary capacity, so no drop figure.
     assert {p.stem for p in written} == {"sweep_max_vio_global", "sweep_metrics", "tradeoff"}
     sizes = _expected_sizes(shipped_sweep)
     for png in written:
         assert_shows_data(png, sizes[png.stem])
-    data = plots.load_results(shipped_sweep)
-    drawn, _ = plots.render_figures(data)
+    data = load_results(shipped_sweep)
+    drawn, _ = figures.render_figures(data)
     assert_plots_show_data(drawn)
     assert data.sweep_keys == ["router.score", "balance.bias.rate"]
     chosen = next(p for p in drawn if p.name == "sweep_max_vio_global")

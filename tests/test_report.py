@@ -4,6 +4,7 @@ headless Chromium when it is installed."""
 
 from __future__ import annotations
 
+import csv
 import json
 import shlex
 import shutil
@@ -19,9 +20,11 @@ from PIL import Image
 from test_plots import SWEEP_FIGURES, write_synthetic_run, write_synthetic_sweep
 from typer.testing import CliRunner
 
-from moesim import plots, report
+from moesim import figures, report
 from moesim.cli.figures import register
 from moesim.report import write_report
+from moesim.results import load_results
+from moesim.results.metrics import format_number, format_value
 
 DATA_URI = "data:image/png;base64,"
 # The end-to-end results of test_plots.py (made once per session, whichever file runs first).
@@ -76,7 +79,7 @@ def sweep_report(tmp_path_factory):
 
 
 def _figure_names(folder: Path) -> list[str]:
-    drawn, _ = plots.render_figures(plots.load_results(folder))
+    drawn, _ = figures.render_figures(load_results(folder))
     return [p.name for p in drawn]
 
 
@@ -96,7 +99,7 @@ def test_html_report_is_self_contained_and_embeds_every_figure(run_report):
     text = "".join(parser.text)
     for name in names:
         assert f'id="{name}"' in page
-        assert plots.FIGURES[name].caption in text
+        assert figures.FIGURES[name].caption in text
 
 
 def test_html_report_holds_the_summary_numbers_and_verdicts(run_report):
@@ -106,8 +109,8 @@ def test_html_report_holds_the_summary_numbers_and_verdicts(run_report):
     summary = json.loads((folder / "summary.json").read_text())
     for variant in summary["variants"]:
         assert variant["variant"] in text
-        assert plots.format_number(variant["max_vio_global"]) in text
-        assert plots.format_number(variant["cv"]) in text
+        assert format_number(variant["max_vio_global"]) in text
+        assert format_number(variant["cv"]) in text
         # The verdict reason holds "<synthetic> &": escaped in the markup, intact in the text.
         assert variant["verdict_reason"] in text
     assert "<synthetic>" not in page and "&lt;synthetic&gt; &amp;" in page
@@ -124,7 +127,7 @@ def test_markdown_report_links_every_figure(run_report):
         assert (folder / "figures" / f"{name}.png").is_file()
     summary = json.loads((folder / "summary.json").read_text())
     for variant in summary["variants"]:
-        assert plots.format_number(variant["max_vio_global"]) in text
+        assert format_number(variant["max_vio_global"]) in text
     assert "## Verdicts" in text and "```yaml" in text
 
 
@@ -156,8 +159,8 @@ def test_sweep_report_follows_the_sweeps_metric_and_direction(sweep_report):
     row = _best_row(html_path.read_text())
     # The highlighted point is the highest specialization, not the lowest MaxVio_global.
     for value in best.values():
-        assert f">{plots.value_text(value)}</td>" in row
-    assert plots.format_number(summary["best"]["specialization"]["mean"]) in row
+        assert f">{format_value(value)}</td>" in row
+    assert format_number(summary["best"]["specialization"]["mean"]) in row
     md = md_path.read_text()
     header = next(line for line in md.splitlines() if line.startswith("| balance"))
     assert header.split(" | ")[4].startswith("specialization")  # the chosen metric first
@@ -172,6 +175,41 @@ def test_sweep_report_metadata(sweep_report):
     assert "54 finished, 1 failed" in text
     assert f"numpy {np.__version__}" in text
     assert "moesim sweep " in text and "--maximize" in text
+
+
+def test_sweep_rows_follow_the_one_order_of_swept_values(tmp_path):
+    """Numbers by value, then text, then missing values last (results.metrics.sort_key), as in
+    sweep_aggregate.csv: a null capacity factor comes after 1.0 and 1.5."""
+    folder = write_synthetic_sweep(tmp_path / "nulls")
+    table = folder / "sweep.csv"
+    table.write_text(table.read_text().replace(",1.25,", ",,"))
+    header, rows, _ = report.sweep_rows(load_results(folder))
+    assert header[:3] == ["balance.bias.rate", "capacity.factor", "router.score"]
+    first_rate = [row[:3] for row in rows[:6]]
+    assert first_rate == [
+        [rate, factor, score]
+        for rate in ["0.0001"]
+        for factor in ["1", "1.5", "none"]
+        for score in ["sigmoid", "softmax"]
+    ]
+
+
+def _cell_value(text: str):
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+@pytest.mark.slow
+def test_report_rows_are_in_the_order_of_sweep_aggregate_csv(shipped_sweep):
+    data = load_results(shipped_sweep)
+    _, rows, _ = report.sweep_rows(data)
+    keys = data.sweep_keys
+    with open(shipped_sweep / "sweep_aggregate.csv", newline="") as stream:
+        aggregate = list(csv.DictReader(stream))
+    expected = [[format_value(_cell_value(row[key])) for key in keys] for row in aggregate]
+    assert [row[: len(keys)] for row in rows] == expected
 
 
 def cli():
@@ -192,7 +230,7 @@ def test_report_of_a_real_run(shipped_runs, tmp_path):
     text = " ".join(parse(html_path).text)
     for variant in json.loads((folder / "summary.json").read_text())["variants"]:
         assert variant["variant"] in text and variant["verdict_reason"] in text
-        assert plots.format_number(variant["max_vio_global"]) in text
+        assert format_number(variant["max_vio_global"]) in text
     manifest = json.loads((folder / "manifest.json").read_text())
     assert f"numba {manifest['versions']['numba']}" in text
     assert "steps: 40" in text  # the resolved scenario, at the size it ran
@@ -213,12 +251,12 @@ def test_report_of_a_real_sweep_and_its_rerun_command(shipped_sweep, tmp_path):
     summary = json.loads((folder / "sweep_summary.json").read_text())
     row = _best_row(page)
     for value in summary["best"]["params"].values():
-        assert f">{plots.value_text(value)}</td>" in row
+        assert f">{format_value(value)}</td>" in row
     text = " ".join(parse(html_path).text)
     assert "0, 1 (the scenario's seed 0, then +1 per seed)" in text
     assert "max_vio_global (lowest is best)" in text
     assert f"numba {summary['versions']['numba']}" in text
-    data = plots.load_results(folder)
+    data = load_results(folder)
     command = report.sweep_command(data)
     assert command is not None and command in text
     arguments = shlex.split(command)[1:]

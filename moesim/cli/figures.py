@@ -33,7 +33,8 @@ def plot_command(
     ] = None,
 ) -> None:
     """Draw the figures of a results folder into RESULTS_DIR/figures/."""
-    from moesim.plots import FIGURES, FORMATS, NotResultsError, write_figures
+    from moesim.figures import FIGURES, FORMATS, write_figures
+    from moesim.results import NotResultsError
 
     formats = format_ or ["png"]
     bad = [f for f in formats if f not in FORMATS]
@@ -58,8 +59,8 @@ def report_command(
     results_dir: Annotated[Path, typer.Argument(help="Results folder of `moesim run` or `sweep`.")],
 ) -> None:
     """Write a self-contained report.html and a report.md for a results folder."""
-    from moesim.plots import NotResultsError
     from moesim.report import write_report
+    from moesim.results import NotResultsError
 
     try:
         html_path, md_path = write_report(results_dir)
@@ -70,7 +71,7 @@ def report_command(
 
 def plot_after_run(results_dir: Path) -> list[Path]:
     """Figures at the end of ``moesim run --plot`` (PNG; skipped figures are mentioned)."""
-    from moesim.plots import write_figures
+    from moesim.figures import write_figures
 
     written = write_figures(results_dir, on_skip=_skipped)
     console.print(
