@@ -28,7 +28,7 @@ UNJITTED_TESTS = (
     "tests/test_numerics.py",
     "tests/test_routing.py::test_route_matches_reference",
     "tests/test_routing.py::test_exact_ties_go_to_lower_index",
-    "tests/test_routing.py::test_deepseek_gate_conformance[v3-671b-negative]",
+    "tests/test_conformance.py::test_deepseek_gate_conformance[v3-671b-negative]",
     "tests/test_routing.py::test_router_logits_small_cases_bit_for_bit",
     "tests/test_capacity.py::test_apply_capacity_matches_reference",
     "tests/test_balance.py::test_update_bias_matches_reference",
