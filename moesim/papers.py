@@ -53,6 +53,7 @@ class Row:
     half_width: float = math.nan
     verdict: str = ""
     note: str = ""
+    percent: bool = False  # shown in % (a percent metric, or a perplexity gap)
 
 
 def paper_scenarios(
@@ -146,6 +147,8 @@ def evaluate(scenario, runs: list[list[dict]]) -> list[Row]:
             published=point.value,
             published_text=point.value_text or _published_text(point),
             note=point.note or "",
+            percent=point.compare == "perplexity_gap"
+            or (metric_spec(point.metric).percent and point.divide_by is None),
         )
         if point.role == "pending":
             row.verdict = "pending"
@@ -155,9 +158,7 @@ def evaluate(scenario, runs: list[list[dict]]) -> list[Row]:
             _judge_trend(row, point, by_variant)
         else:
             variant = point.variant or scenario.name
-            values = [
-                _metric_of(run, variant, point.metric, point.relative_to) for run in by_variant
-            ]
+            values = [_metric_of(run, variant, point) for run in by_variant]
             row.values = values
             row.mean, row.half_width, _ = mean_interval(values)
             row.verdict = _judge_value(row.mean, point.value, point.expect)
@@ -165,12 +166,23 @@ def evaluate(scenario, runs: list[list[dict]]) -> list[Row]:
     return rows
 
 
-def _metric_of(run: dict, variant: str, metric: str, relative_to: str | None) -> float:
-    value = run[variant].get(metric)
-    value = math.nan if value is None else float(value)
-    if relative_to is not None:
-        base = run[relative_to].get(metric)
-        value -= math.nan if base is None else float(base)
+def _metric_of(run: dict, variant: str, point) -> float:
+    """moesim's value of ``point`` in one run (a seed): the metric of ``variant``, divided by
+    ``divide_by``, compared with ``relative_to`` as ``compare`` says; NaN when missing."""
+
+    def value_of(name: str) -> float:
+        number = run[name].get(point.metric)
+        number = math.nan if number is None else float(number)
+        if point.divide_by is not None:
+            divisor = run[name].get(point.divide_by)
+            number = number / float(divisor) if divisor else math.nan
+        return number
+
+    value = value_of(variant)
+    if point.relative_to is not None:
+        value -= value_of(point.relative_to)
+        if point.compare == "perplexity_gap":
+            value = math.expm1(value)
     return value
 
 
@@ -194,9 +206,7 @@ def _judge_value(mean: float, published: float, expect: str) -> str:
 def _judge_trend(row: Row, point, by_variant: list[dict]) -> None:
     means = []
     for variant in point.variants:
-        mean, _, _ = mean_interval(
-            [_metric_of(run, variant, point.metric, point.relative_to) for run in by_variant]
-        )
+        mean, _, _ = mean_interval([_metric_of(run, variant, point) for run in by_variant])
         means.append(mean)
     row.values = means
     steps = [b - a for a, b in zip(means, means[1:], strict=False)]
@@ -229,11 +239,12 @@ def verdict_counts(rows: list[Row]) -> dict[str, int]:
 def moesim_text(row: Row) -> str:
     if row.verdict == "pending":
         return "-"
-    scale = 100.0 if metric_spec(row.metric).percent else 1.0
+    scale = 100.0 if row.percent else 1.0
+    unit = "%" if row.percent else ""
     if row.expect in ("increasing", "decreasing"):
-        return " -> ".join(format_number(v * scale) for v in row.values)
-    spread = f" ± {format_number(row.half_width * scale)}" if len(row.values) > 1 else ""
-    return f"{format_number(row.mean * scale)}{spread}"
+        return " -> ".join(format_number(v * scale) + unit for v in row.values)
+    spread = f" ± {format_number(row.half_width * scale)}{unit}" if len(row.values) > 1 else ""
+    return f"{format_number(row.mean * scale)}{unit}{spread}"
 
 
 def render_fidelity(rows: list[Row], meta: dict, *, command: str) -> str:

@@ -371,7 +371,18 @@ class PublishedPoint(_Section):
         None, description="How the table shows the published value (default: the number)."
     )
     relative_to: str | None = Field(
-        None, description="Compare metric(variant) - metric(relative_to): a published difference."
+        None, description="Compare with this variant's metric: a published difference."
+    )
+    compare: Literal["difference", "perplexity_gap"] = Field(
+        "difference",
+        description="With `relative_to`: difference = metric(variant) - metric(relative_to); "
+        "perplexity_gap = exp(that difference) - 1, for a loss in nats against a published "
+        "PPL ratio minus one.",
+    )
+    divide_by: str | None = Field(
+        None,
+        description="Divide the metric by this other summary metric of the same variant (e.g. "
+        "MaxVio over the final window by the final per-batch MaxVio).",
     )
     expect: Literal["value", "at_least", "at_most", "increasing", "decreasing"] = Field(
         "value",
