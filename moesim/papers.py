@@ -112,6 +112,9 @@ def run_fidelity(
     rows: list[Row] = []
     folders = []
     for _, scenario in paper_scenarios(folder, overrides):
+        if all(point.role == "pending" for point in scenario.published):
+            rows += evaluate(scenario, [])  # nothing to measure yet: do not run it
+            continue
         plan = plan_sweep(scenario, grid={}, zip_groups=[], seeds=seeds)
         output = Path(results_dir) / f"{scenario.name}-{plan.identity[:8]}"
         result = run_sweep(plan, output, jobs=jobs, progress=progress, figures=False)

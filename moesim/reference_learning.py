@@ -196,3 +196,39 @@ def numerical_gradient(function, logits, step=1e-6):
         minus[index] -= step
         gradient[index] = (function(plus) - function(minus)) / (2 * step)
     return gradient
+
+
+def capacity_match(tokens, competence, knowledge):
+    """``q`` (T, E) of the capacity_nats model: ``c_e * max(0, <x_t/|x_t|, k_e>)``."""
+    tokens = np.asarray(tokens, dtype=np.float64)
+    unit = tokens / (np.linalg.norm(tokens, axis=1, keepdims=True) + 1e-30)
+    return competence[None, :] * np.maximum(0.0, unit @ knowledge.T)
+
+
+def capacity_token_losses(
+    logits, tokens, indices, keep, competence, knowledge, sensitivity, score, normalize, route_scale
+):
+    """``l_t = D (1 - sum_k (w_tk / scale) q_{t, i_k})`` (T,) nats, dropped assignments q = 0.
+
+    A smooth function of the logits for fixed ``indices`` (the twin of
+    ``CapacityNatsLoss.token_losses``).
+    """
+    q = np.take_along_axis(capacity_match(tokens, competence, knowledge), indices, axis=1)
+    q = np.where(keep, q, 0.0)
+    weights = gate_weights(logits, indices, score, normalize, route_scale) / route_scale
+    return sensitivity * (1.0 - (weights * q).sum(axis=1))
+
+
+def capacity_observe(knowledge, processed, tokens, indices, keep, ema):
+    """One ``observe`` of the capacity_nats model: unnormalised EMA of mean unit directions."""
+    tokens = np.asarray(tokens, dtype=np.float64)
+    unit = tokens / (np.linalg.norm(tokens, axis=1, keepdims=True) + 1e-30)
+    knowledge = knowledge.copy()
+    counts = np.zeros(knowledge.shape[0])
+    sums = np.zeros_like(knowledge)
+    for t, k in zip(*np.nonzero(keep), strict=True):
+        counts[indices[t, k]] += 1
+        sums[indices[t, k]] += unit[t]
+    active = counts > 0
+    knowledge[active] = (1 - ema) * knowledge[active] + ema * sums[active] / counts[active, None]
+    return knowledge, processed + counts

@@ -260,13 +260,15 @@ def problems_of(tmp_path, text):
 def test_reward_names_are_the_registered_models():
     names = typing.get_args(LearningConfig.model_fields["reward"].annotation)
     assert set(names) == set(REWARD_MODELS)
-    assert load_scenario({}).learning.reward == "competence_affinity"
+    assert load_scenario({}).learning.reward == "capacity_nats"  # the calibrated model (docs/model.md §5.1)
 
 
 def test_an_unknown_reward_model_is_a_problem_with_a_suggestion(tmp_path):
     text = "learning:\n  enabled: true\n  reward: competence_afinity\n"
     message = problems_of(tmp_path, text)
-    assert message.startswith("s.yaml:3:3: learning.reward: expected one of 'competence_affinity'")
+    assert message.startswith(
+        "s.yaml:3:3: learning.reward: expected one of 'capacity_nats' or 'competence_affinity'"
+    )
     assert "did you mean 'competence_affinity'?" in message
 
 

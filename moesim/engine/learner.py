@@ -1,10 +1,13 @@
-"""Router learning (docs/model.md §5): the reward model, auxiliary losses and z-loss, as one
-gradient step on the router's centroids per routed step."""
+"""Router learning (docs/model.md §5): the loss (or reward) model, auxiliary losses and z-loss,
+one optimizer step on the router's centroids per routed step, and the held-out measurement."""
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 
+from moesim import tokens as token_stream
 from moesim._jit import n_chunks_for
 from moesim.kernels.learning import (
     REWARD_MODELS,
@@ -13,18 +16,26 @@ from moesim.kernels.learning import (
     combined_aux_coefficients,
     reusable_zeros,
 )
-from moesim.kernels.routing import RouterSpec
+from moesim.kernels.logits import router_logits
+from moesim.kernels.numerics import NORM_EPS
+from moesim.kernels.optimizer import learning_rate_at, make_optimizer
+from moesim.kernels.routing import SCORE_SIGMOID, SCORE_SOFTMAX, RouterSpec
+from moesim.kernels.step import NO_CAPACITY, run_routing_step
 
 
 class RouterLearner:
     """Router learning state and step (docs/model.md §5); inert when ``learning.enabled`` is off.
 
-    Holds the reward model and the aux-loss window counts; ``step`` updates the centroids in
-    place and returns the quality / loss measurements of the step when asked to.
+    Holds the loss model, the optimizer, the aux-loss window counts and, for a model in nats,
+    a held-out token stream. ``step`` updates the centroids in place and returns the step's
+    measurements when asked to.
     """
 
-    def __init__(self, scenario, spec: RouterSpec, dim: int, seed: np.random.SeedSequence):
+    def __init__(
+        self, scenario, spec: RouterSpec, dim: int, seed: np.random.SeedSequence, stream=None
+    ):
         self.enabled = bool(scenario.learning.enabled)
+        self.steps = scenario.steps
         self.spec = spec
         self.learning = scenario.learning
         self.aux_terms = scenario.balance.aux.terms()
@@ -33,71 +44,124 @@ class RouterLearner:
         self.seq_len = scenario.tokens.seq_len
         self.window = scenario.balance.bias.every
         n_experts = scenario.router.experts
-        from moesim.kernels.routing import SCORE_SIGMOID, SCORE_SOFTMAX
-
         # Aux affinities: normalised sigmoid for sigmoid routers, else softmax over all experts.
         self.aux_score_code = SCORE_SIGMOID if spec.score_code == SCORE_SIGMOID else SCORE_SOFTMAX
         self.window_counts = np.zeros(n_experts, dtype=np.int64)
         self.window_tokens = 0
         self._chunk_gradients: np.ndarray | None = None  # kept between steps (reusable_zeros)
-        if self.enabled:
-            model = REWARD_MODELS[self.learning.reward]
-            self.reward = model.from_config(
-                n_experts, dim, self.learning, np.random.default_rng(seed)
-            )
+        self.eval_stream = None
+        if not self.enabled:
+            return
+        model = REWARD_MODELS[self.learning.reward]
+        self.reward = model.from_config(n_experts, dim, self.learning, np.random.default_rng(seed))
+        self.optimizer = make_optimizer(self.learning, (n_experts, dim))
+        if hasattr(self.reward, "token_losses") and stream is not None:
+            # Held-out tokens (docs/model.md §5.1): the same domains and weights, noise and
+            # domain draws from a key of their own, so the router never learns from them. A
+            # deep copy, so a random-walk drift advances its own state, not the training one's.
+            (eval_seed,) = seed.spawn(1)
+            self.eval_stream = copy.deepcopy(stream)
+            self.eval_stream.key = np.uint64(eval_seed.generate_state(1, np.uint64)[0])
 
-    def step(self, tokens, logits, routed, centroids, step: int, *, measure: bool) -> dict:
-        """One gradient-ascent step on ``J = R - L_aux - L_z``; updates ``centroids`` in place."""
+    def held_out_loss(self, centroids, bias, has_bias: bool, step: int) -> dict:
+        """Loss in nats of the current router on a held-out batch (docs/model.md §5.1).
+
+        ``eval_loss`` is the mean loss (nats above a perfectly served token; lower is better)
+        and ``eval_regret`` the mean regret against each token's best single expert (nats), on
+        ``learning.eval_tokens`` tokens the router never learns from, routed with the bias as in
+        training and without capacity drops (evaluation drops nothing).
+        """
+        tokens, _ = token_stream.generate(self.eval_stream, step, self.learning.eval_tokens)
+        logits = router_logits(tokens, centroids)
+        routed = run_routing_step(logits, bias, has_bias, self.spec, NO_CAPACITY, 0)
+        losses = self.reward.token_losses(
+            tokens, routed.indices, routed.weights, routed.keep, self.spec.route_scale
+        )
+        oracle = self.reward.sensitivity - self.reward.best(tokens)
+        return {"eval_loss": float(losses.mean()), "eval_regret": float((losses - oracle).mean())}
+
+    def training_quality(self, tokens, routed, rewards) -> dict:
+        """The reward model's quality on the training batch (``competence_affinity``)."""
+        weight_sums = routed.weights.astype(np.float64).sum(axis=1)
+        per_token = (routed.weights * rewards).sum(axis=1) / np.maximum(weight_sums, NORM_EPS)
+        quality = float(per_token.mean())
+        best = float(self.reward.best(tokens).mean())
+        return {"quality": quality, "quality_ratio": quality / best if best > 0 else np.nan}
+
+    def step(self, tokens, logits, routed, centroids, step: int, *, measure: bool, bias=None):
+        """One optimizer step on ``L = -R + L_aux + L_z``; updates ``centroids`` in place.
+
+        ``bias`` is the expert bias of this step (None without one): the held-out batch is
+        routed with it. Returns the step's measurements (empty unless ``measure``).
+        """
         if not self.enabled:
             return {}
-        n_tokens, n_experts = logits.shape
-        spec = self.spec
-        rewards = self.reward.rewards(tokens, routed.indices, routed.keep)
         measured = {}
-        if measure:
-            weight_sums = routed.weights.astype(np.float64).sum(axis=1)
-            per_token = (routed.weights * rewards).sum(axis=1) / np.maximum(weight_sums, 1e-30)
-            quality = float(per_token.mean())
-            best = float(self.reward.best(tokens).mean())
-            measured = {"quality": quality, "quality_ratio": quality / best if best > 0 else np.nan}
-        coefficients = np.empty((0, n_experts))
-        if self.aux_terms:
-            n_sequences = -(-n_tokens // self.seq_len)
-            counts = np.zeros((n_sequences, n_experts), dtype=np.int64)
-            affinity_sums = np.zeros((n_sequences, n_experts))
-            _aux_counts(
-                logits, self.aux_score_code, spec.top_k, self.seq_len, counts, affinity_sums
-            )
-            if self.global_aux:
-                if step % self.window == 0:
-                    self.window_counts[:] = 0
-                    self.window_tokens = 0
-                self.window_counts += counts.sum(axis=0)
-                self.window_tokens += n_tokens
-            coefficients, fractions = combined_aux_coefficients(
-                self.aux_terms,
-                spec.top_k,
-                counts,
-                n_tokens,
-                self.seq_len,
-                self.window_counts,
-                self.window_tokens,
-            )
-            if measure:
-                total = 0.0
-                for (kind, alpha), term_fractions in zip(self.aux_terms, fractions, strict=True):
-                    if kind == "sequence":
-                        mean_affinity = affinity_sums / self.seq_len
-                        loss = (term_fractions * mean_affinity).sum(axis=1).mean()
-                    else:
-                        loss = (term_fractions[0] * affinity_sums.sum(axis=0) / n_tokens).sum()
-                    total += alpha * float(loss)
-                measured["aux_loss"] = total
+        if measure and self.eval_stream is not None:
+            # Before this step's update, like a validation pass between two steps.
+            has_bias = bias is not None
+            if not has_bias:
+                bias = np.zeros(logits.shape[1], dtype=np.float32)
+            measured = self.held_out_loss(centroids, bias, has_bias, step)
+        rewards = self.reward.rewards(tokens, routed.indices, routed.keep)
+        if measure and self.eval_stream is None:
+            measured = self.training_quality(tokens, routed, rewards)
+        coefficients = self._aux_coefficients(logits, step, measured if measure else None)
+        gradient, lse_sq = self._gradient(tokens, logits, routed, rewards, coefficients)
+        self._update(centroids, gradient, step)
+        self.reward.observe(tokens, routed.indices, routed.keep, routed.kept)
+        if measure and self.z_loss > 0:
+            measured["z_loss"] = self.z_loss * lse_sq / logits.shape[0]
+        return measured
+
+    def _aux_coefficients(self, logits, step: int, measured: dict | None) -> np.ndarray:
+        """Per-sequence aux coefficients of this step (empty without an aux loss); adds the aux
+        loss's value to ``measured`` when given."""
+        n_tokens, n_experts = logits.shape
+        if not self.aux_terms:
+            return np.empty((0, n_experts))
+        n_sequences = -(-n_tokens // self.seq_len)
+        counts = np.zeros((n_sequences, n_experts), dtype=np.int64)
+        affinity_sums = np.zeros((n_sequences, n_experts))
+        top_k = self.spec.top_k
+        _aux_counts(logits, self.aux_score_code, top_k, self.seq_len, counts, affinity_sums)
+        if self.global_aux:
+            if step % self.window == 0:
+                self.window_counts[:] = 0
+                self.window_tokens = 0
+            self.window_counts += counts.sum(axis=0)
+            self.window_tokens += n_tokens
+        coefficients, fractions = combined_aux_coefficients(
+            self.aux_terms,
+            top_k,
+            counts,
+            n_tokens,
+            self.seq_len,
+            self.window_counts,
+            self.window_tokens,
+        )
+        if measured is not None:
+            total = 0.0
+            for (kind, alpha), term_fractions in zip(self.aux_terms, fractions, strict=True):
+                if kind == "sequence":
+                    mean_affinity = affinity_sums / self.seq_len
+                    loss = (term_fractions * mean_affinity).sum(axis=1).mean()
+                else:
+                    loss = (term_fractions[0] * affinity_sums.sum(axis=0) / n_tokens).sum()
+                total += alpha * float(loss)
+            measured["aux_loss"] = total
+        return coefficients
+
+    def _gradient(self, tokens, logits, routed, rewards, coefficients):
+        """``dJ/dW`` (E, d) float64 of ``J = R - L_aux - L_z``, and the sum of squared
+        log-sum-exps (the z-loss's value times the token count over beta)."""
+        n_tokens, n_experts = logits.shape
         n_chunks = n_chunks_for(n_tokens)
         chunk_gradients = self._chunk_gradients = reusable_zeros(
             self._chunk_gradients, (n_chunks, n_experts, tokens.shape[1])
         )
         chunk_lse_sq = np.zeros(n_chunks)
+        spec = self.spec
         _router_gradient(
             logits,
             tokens,
@@ -114,9 +178,22 @@ class RouterLearner:
             chunk_lse_sq,
         )
         # Chunks are summed in a fixed order: the update does not depend on the thread count.
-        gradient = chunk_gradients.sum(axis=0)
-        centroids += (self.learning.rate * gradient).astype(np.float32)
-        self.reward.observe(tokens, routed.indices, routed.keep, routed.kept)
-        if measure and self.z_loss > 0:
-            measured["z_loss"] = self.z_loss * float(chunk_lse_sq.sum()) / n_tokens
-        return measured
+        return chunk_gradients.sum(axis=0), float(chunk_lse_sq.sum())
+
+    def _update(self, centroids, gradient, step: int) -> None:
+        """One optimizer step at this step's scheduled rate (docs/model.md §5.2)."""
+        learning = self.learning
+        rate = learning_rate_at(
+            step,
+            self.steps,
+            learning.rate,
+            learning.warmup_steps,
+            learning.schedule,
+            learning.rate_floor,
+        )
+        if learning.optimizer == "sgd":
+            # Written out (not GradientDescent.update): bit-identical with moesim 0.1's runs.
+            centroids += (rate * gradient).astype(np.float32)
+        else:
+            # The optimizers minimise: hand them dL/dW = -dJ/dW.
+            self.optimizer.update(centroids, -gradient, rate)

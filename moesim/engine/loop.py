@@ -54,7 +54,7 @@ def simulate_variant(
     policy_code = POLICY_CODES[scenario.capacity.policy]
     centroids = initial_centroids(scenario.router, stream.dim, init_seed)
     balancer = BiasBalancer(scenario)
-    learner = RouterLearner(scenario, spec, stream.dim, learning_seed)
+    learner = RouterLearner(scenario, spec, stream.dim, learning_seed, stream=stream)
     recorder = Recorder(scenario, spec, capacity, n_clusters=stream.base_weights.shape[0])
     bias = balancer.bias  # updated in place
     steps_done, partial = 0, False
@@ -72,7 +72,10 @@ def simulate_variant(
             balancer.update(step, routed)  # §4: the bias, in place
             recorder.track_bias(step, bias)
             measure = recorder.is_record_step(step)
-            learned = learner.step(tokens, logits, routed, centroids, step, measure=measure)  # §5
+            routed_bias = bias if balancer.enabled else None
+            learned = learner.step(  # §5
+                tokens, logits, routed, centroids, step, measure=measure, bias=routed_bias
+            )
             if measure:
                 recorder.record(step, routed, logits, bias, learned)  # §6: a history row
             steps_done = step + 1

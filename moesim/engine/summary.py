@@ -66,6 +66,8 @@ def summarize(scenario, recorder, *, name: str, partial: bool, seconds: float) -
         "specialization": _late_mean(recorder.history["specialization"]),
         "quality": _late_mean(recorder.history["quality"]),
         "quality_ratio": _late_mean(recorder.history["quality_ratio"]),
+        "eval_loss": _late_mean(recorder.history["eval_loss"]),
+        "eval_regret": _late_mean(recorder.history["eval_regret"]),
         "final_window_steps": int(recorder.final_window_steps),
         "verdict": None,
         "verdict_reason": None,

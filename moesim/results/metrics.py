@@ -37,6 +37,8 @@ HISTORY_COLUMNS = (
     "specialization",
     "quality",
     "quality_ratio",
+    "eval_loss",
+    "eval_regret",
     "aux_loss",
     "z_loss",
 )
@@ -100,6 +102,8 @@ METRICS = {
     "specialization": Metric("specialization (MI / H(cluster))", "specialization", high=1.0),
     "quality": Metric("quality (mean reward of chosen experts)", "quality", low=None),
     "quality_ratio": Metric("quality ratio (quality / best expert)", "quality ratio", low=None),
+    "eval_loss": Metric("held-out loss (nats above a perfectly served token)", "eval loss"),
+    "eval_regret": Metric("held-out regret (nats above the best expert)", "eval regret"),
     "final_window_steps": Metric("final window (steps)", "final window"),
     "seconds": Metric("run time (s)", "seconds"),
     "steps_per_second": Metric("speed (steps per second)", "steps/s"),
