@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 SOURCES := moesim tests $(wildcard benchmarks)
 
-.PHONY: install test lint format run bench docs fidelity clean
+.PHONY: install test lint format run bench docs fidelity fuzz clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,15 @@ format: $(STAMP)
 test: $(STAMP) lint
 	$(PY) -m pytest
 
+# The fuzzer of tests/fuzz/ with a large budget (make test runs a small fixed one): hostile
+# scenario files, traces, results folders and paths against every command. FUZZ_EXAMPLES cases
+# in all; every violated guarantee (docs/guarantees.md) is written to fuzz-violations.jsonl.
+FUZZ_EXAMPLES ?= 10000
+fuzz: $(STAMP)
+	rm -f fuzz-violations.jsonl
+	MOESIM_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) MOESIM_FUZZ_LOG=$(CURDIR)/fuzz-violations.jsonl \
+		$(PY) -m pytest tests/fuzz -q -p no:cacheprovider
+
 run: $(STAMP)
 	$(VENV)/bin/moesim run scenarios/deepseek_v3.yaml --force
 
@@ -44,4 +53,4 @@ fidelity: $(STAMP)
 	$(VENV)/bin/moesim papers --jobs 2
 
 clean:
-	rm -rf $(VENV) results .pytest_cache .hypothesis
+	rm -rf $(VENV) results .pytest_cache .hypothesis fuzz-violations.jsonl
