@@ -68,10 +68,11 @@ figcaption { color: #333; font-size: 0.92em; margin-top: 0.3em; }
 """
 
 
-def write_report(results_dir: Path) -> tuple[Path, Path]:
+def write_report(results_dir: Path | ResultsData) -> tuple[Path, Path]:
     """Write ``report.html`` and ``report.md`` (and the PNGs in ``figures/``) for a folder.
 
-    Works for a run folder (``summary.json``), a sweep folder (``sweep.csv``) or one with both.
+    Works for a run folder (``summary.json``), a sweep folder (``sweep.csv``) or one with both;
+    ``results_dir`` may be the folder already read (:func:`moesim.results.load_results`).
 
     Returns
     -------
@@ -80,9 +81,11 @@ def write_report(results_dir: Path) -> tuple[Path, Path]:
     Raises
     ------
     moesim.results.NotResultsError
-        When the folder is not a results folder.
+        When the folder is not a results folder, or one of its files is damaged.
+    OSError
+        When the folder cannot be written.
     """
-    data = load_results(results_dir)
+    data = results_dir if isinstance(results_dir, ResultsData) else load_results(results_dir)
     plots, skipped = render_figures(data)
     figures_dir = data.path / "figures"
     figures_dir.mkdir(exist_ok=True)
@@ -213,11 +216,13 @@ def _metadata(data: ResultsData) -> list[tuple[str, str]]:
         ("seconds", "run time (s)"),
         ("platform", "platform"),
         ("numba_threads", "numba threads"),
-        ("partial", "partial (interrupted)"),
     ):
         if manifest.get(key) is not None:
             value = manifest[key]
             items.append((title, format_metric(key, value) if key == "seconds" else str(value)))
+    # From the folder as a whole, not a flag in one file: a killed run's manifest may be gone.
+    note = data.partial_note()
+    items.append(("partial (interrupted)", "True: " + note.split(": ", 1)[1] if note else "False"))
     command = manifest.get("command")
     if command:
         items.append(("command", " ".join(str(part) for part in command)))

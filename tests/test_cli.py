@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -96,34 +94,6 @@ def test_validate_schema_init_version(tiny, tmp_path, monkeypatch):
     assert runner.invoke(app, ["init", "mine"]).exit_code == 1  # no silent overwrite
     version = runner.invoke(app, ["--version"])
     assert version.exit_code == 0 and "moesim" in version.output
-
-
-def test_ctrl_c_keeps_finished_work_marked_partial(tmp_path):
-    # A short first variant, then a long one: once the first is saved the run is stepping.
-    variants = [{"name": "short", "steps": 5}, {"name": "long", "steps": 5_000_000}]
-    path = tmp_path / "long.yaml"
-    path.write_text(yaml.safe_dump(dict(TINY, variants=variants)))
-    out = tmp_path / "out"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "moesim", "run", str(path), "-o", str(out), "-q"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.monotonic() + 120
-    while not (out / "summary.json").exists() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    time.sleep(1.0)
-    process.send_signal(signal.SIGINT)
-    stdout, stderr = process.communicate(timeout=120)
-    assert process.returncode == 130, stdout + stderr
-    assert "Traceback" not in stderr
-    assert "interrupted" in stderr
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["partial"] is True
-    short, long = summary["variants"]
-    assert short["partial"] is False and short["steps_done"] == 5
-    assert long["partial"] is True and 0 < long["steps_done"] < 5_000_000
 
 
 def _console_script(*arguments: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -221,3 +191,97 @@ def test_every_shipped_scenario_runs(path, tmp_path):
     assert result.exit_code == 0, result.output
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())
     assert all(v["steps_done"] == 6 for v in summary["variants"])
+
+
+# --------------------------------------------------------------- --force replaces the old run
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_force_replaces_every_file_of_the_old_run(tiny, tmp_path):
+    out = tmp_path / "out"
+    assert runner.invoke(app, ["run", str(tiny), "-o", str(out), "-q"]).exit_code == 0
+    assert runner.invoke(app, ["report", str(out)]).exit_code == 0
+    assert (out / "figures" / "load_heatmap.png").is_file()
+    rerun = ["run", str(tiny), "-o", str(out), "-q", "--force", "--steps", "6"]
+    result = runner.invoke(app, [*rerun, "--set", "output.save_loads=false"])
+    assert result.exit_code == 0, result.output
+    left = sorted(p.name for p in out.iterdir())
+    assert left == ["history.csv", "manifest.json", "scenario.resolved.yaml", "summary.json"]
+    report = runner.invoke(app, ["report", str(out)])
+    assert report.exit_code == 0, report.output
+    assert not (out / "figures" / "load_heatmap.png").exists()  # no loads: no heatmap
+    assert "partial (interrupted)**: `False`" in (out / "report.md").read_text()
+
+
+@pytest.mark.parametrize("leftover", ["report.html", "report.md", "figures"])
+def test_a_first_run_refuses_a_folder_with_a_report_or_figures(tiny, tmp_path, leftover):
+    out = tmp_path / "out"
+    out.mkdir()
+    if leftover == "figures":
+        (out / "figures").mkdir()
+        (out / "figures" / "max_vio.png").write_bytes(b"old")
+    else:
+        (out / leftover).write_text("old")
+    result = runner.invoke(app, ["run", str(tiny), "-o", str(out), "-q"])
+    assert result.exit_code == 1 and "--force" in result.output and leftover in result.output
+    assert sorted(p.name for p in out.iterdir()) == [leftover]
+
+
+def test_a_failed_force_rerun_keeps_the_old_complete_folder(tiny, tmp_path, monkeypatch):
+    import importlib
+
+    from moesim.results import load_results
+
+    engine_run = importlib.import_module("moesim.engine.run")
+    out = tmp_path / "out"
+    assert runner.invoke(app, ["run", str(tiny), "-o", str(out), "-q"]).exit_code == 0
+    before = _files(out)
+    real = engine_run.simulate_variant
+
+    def second_fails(variant, name, **options):
+        if name == "nobias":
+            raise OSError(28, "No space left on device")
+        return real(variant, name, **options)
+
+    monkeypatch.setattr(engine_run, "simulate_variant", second_fails)
+    result = runner.invoke(app, ["run", str(tiny), "-o", str(out), "-q", "--force"])
+    assert result.exit_code == 1 and "No space left" in result.output
+    assert _files(out) == before  # no staging folder left, not a byte changed
+    assert not load_results(out).partial
+
+
+# ------------------------------------------------------- saving a variant costs that variant
+
+
+def test_saving_a_variant_writes_its_own_size_not_the_whole_run(tmp_path, monkeypatch):
+    """Bytes made durable (fsync) between one variant's start and the next stay the same from
+    the first variant to the last: saving is O(variant), the run O(variants), not quadratic."""
+    import importlib
+    import os
+
+    from moesim.engine import run_scenario
+
+    engine_run = importlib.import_module("moesim.engine.run")
+    synced = [0]
+    per_variant: list[int] = []
+    real_fsync, real_simulate = os.fsync, engine_run.simulate_variant
+
+    def counting_fsync(fd):
+        synced[0] += os.fstat(fd).st_size
+        return real_fsync(fd)
+
+    def marking_simulate(*args, **options):
+        per_variant.append(synced[0])
+        return real_simulate(*args, **options)
+
+    monkeypatch.setattr(os, "fsync", counting_fsync)
+    monkeypatch.setattr(engine_run, "simulate_variant", marking_simulate)
+    variants = [{"name": f"v{i}", "seed": i} for i in range(24)]
+    scenario = dict(TINY, steps=4, variants=variants)
+    run_scenario(scenario, tmp_path / "out", progress=False)
+    costs = np.diff(per_variant)  # bytes saved after variant i (i = 0 .. 22)
+    assert costs.max() <= 1.2 * costs[0] + 512, costs.tolist()
+    assert synced[0] - per_variant[-1] < 24 * 2 * costs[0]  # the end writes the run once

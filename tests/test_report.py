@@ -328,3 +328,221 @@ def test_report_renders_in_headless_chromium(run_report, tmp_path):
         assert image.size == (1200, 2000)
     assert pixels.std() > 15, "the screenshot is blank"
     assert (pixels < 128).mean() > 0.01, "the screenshot shows almost nothing"
+
+
+# ------------------------------------------------------------------ damaged results folders
+
+
+def _edit_json(name: str, change):
+    def damage(folder: Path) -> None:
+        path = folder / name
+        path.write_text(json.dumps(change(json.loads(path.read_text()))))
+
+    return damage
+
+
+def _write(name: str, data: bytes | str):
+    def damage(folder: Path) -> None:
+        path = folder / name
+        path.write_bytes(data.encode() if isinstance(data, str) else data)
+
+    return damage
+
+
+def _cut(name: str, fraction: float = 0.5):
+    def damage(folder: Path) -> None:
+        raw = (folder / name).read_bytes()
+        (folder / name).write_bytes(raw[: int(len(raw) * fraction)])
+
+    return damage
+
+
+def _history_lines(change):
+    def damage(folder: Path) -> None:
+        lines = (folder / "history.csv").read_text().splitlines()
+        (folder / "history.csv").write_text("\n".join(change(lines)) + "\n")
+
+    return damage
+
+
+def _loads(change):
+    def damage(folder: Path) -> None:
+        with np.load(folder / "loads.npz") as data:
+            arrays = {key: data[key] for key in data.files}
+        change(arrays)
+        np.savez(folder / "loads.npz", **arrays)
+
+    return damage
+
+
+def _summary_variant(key, value):
+    def change(summary):
+        summary["variants"][0][key] = value
+        return summary
+
+    return _edit_json("summary.json", change)
+
+
+def _figures_file(folder: Path) -> None:
+    (folder / "figures").write_text("in the way")
+
+
+def _damaged_part(folder: Path) -> None:
+    (folder / "variants.partial").mkdir()
+    (folder / "variants.partial" / "0000.json").write_text('{"variant": "bias", "summ')
+
+
+#: name -> (damage, the file the message must name). Each gives exit 2 from plot and report.
+DAMAGE = {
+    "history truncated mid-line": (_cut("history.csv", 0.61), "history.csv"),
+    "history ragged row": (
+        _history_lines(lambda ls: ls[:3] + [ls[3] + ",7"] + ls[4:]),
+        "history.csv",
+    ),
+    "history short row": (
+        _history_lines(lambda ls: ls[:2] + [ls[2].rsplit(",", 3)[0]]),
+        "history.csv",
+    ),
+    "history empty": (_write("history.csv", ""), "history.csv"),
+    "history text cell": (
+        _history_lines(
+            lambda ls: ls[:2] + [ls[2].replace(",", ",abc,", 1)[:-4] + ls[2][-4:]] + ls[3:]
+        ),
+        "history.csv",
+    ),
+    "history without header": (_history_lines(lambda ls: ls[1:]), "history.csv"),
+    "history binary": (_write("history.csv", bytes(range(256)) * 4), "history.csv"),
+    "loads truncated": (_cut("loads.npz"), "loads.npz"),
+    "loads empty": (_write("loads.npz", b""), "loads.npz"),
+    "loads not a zip": (_write("loads.npz", "no zip here"), "loads.npz"),
+    "loads missing array": (
+        _loads(lambda a: a.pop(next(k for k in a if k.endswith(".steps")))),
+        "loads.npz",
+    ),
+    "loads wrong shape": (
+        _loads(lambda a: a.update({k: a[k][:-1] for k in a if k.endswith(".final_loads")})),
+        "loads.npz",
+    ),
+    "loads text array": (
+        _loads(lambda a: a.update({k: a[k].astype(str) for k in a if k.endswith(".loads")})),
+        "loads.npz",
+    ),
+    "loads 1-D": (
+        _loads(
+            lambda a: a.update(
+                {k: a[k].ravel() for k in a if k.endswith((".loads", ".demand", ".bias"))}
+            )
+        ),
+        "loads.npz",
+    ),
+    "summary variants null": (
+        _edit_json("summary.json", lambda s: dict(s, variants=None)),
+        "summary.json",
+    ),
+    "summary variants mapping": (
+        _edit_json("summary.json", lambda s: dict(s, variants={"a": 1})),
+        "summary.json",
+    ),
+    "summary a list": (_edit_json("summary.json", lambda s: s["variants"]), "summary.json"),
+    "summary truncated": (_cut("summary.json"), "summary.json"),
+    "summary variant a number": (
+        _edit_json("summary.json", lambda s: dict(s, variants=[1])),
+        "summary.json",
+    ),
+    "summary variant without name": (_summary_variant("variant", None), "summary.json"),
+    "summary metric text": (_summary_variant("max_vio_global", "big"), "summary.json"),
+    "summary verdict a list": (_summary_variant("verdict", ["collapsed"]), "summary.json"),
+    "summary partial text": (
+        _edit_json("summary.json", lambda s: dict(s, partial="no")),
+        "summary.json",
+    ),
+    "manifest a list": (_edit_json("manifest.json", lambda m: [m]), "manifest.json"),
+    "manifest truncated": (_cut("manifest.json"), "manifest.json"),
+    "manifest seconds text": (
+        _edit_json("manifest.json", lambda m: dict(m, seconds="1.5 s")),
+        "manifest.json",
+    ),
+    "killed run part damaged": (_damaged_part, "0000.json"),
+}
+
+
+@pytest.mark.parametrize("command", ["plot", "report"])
+@pytest.mark.parametrize("case", list(DAMAGE))
+def test_a_damaged_run_folder_exits_2_naming_the_file(tmp_path, case, command):
+    folder = write_synthetic_run(
+        tmp_path / "run", variants=[("bias", 1e-3, None), ("none", 0, None)]
+    )
+    damage, name = DAMAGE[case]
+    damage(folder)
+    result = CliRunner().invoke(cli(), [command, str(folder)])
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert result.exit_code == 2, result.output
+    assert name in result.output and "damaged" in result.output
+
+
+SWEEP_DAMAGE = {
+    "sweep.csv ragged": (
+        lambda f: f.joinpath("sweep.csv").write_text(f.joinpath("sweep.csv").read_text() + "1,2\n"),
+        "sweep.csv",
+    ),
+    "sweep.csv empty": (_write("sweep.csv", ""), "sweep.csv"),
+    "sweep_summary a list": (_edit_json("sweep_summary.json", lambda s: [s]), "sweep_summary.json"),
+    "sweep_summary best a list": (
+        _edit_json("sweep_summary.json", lambda s: dict(s, best=[1])),
+        "sweep_summary.json",
+    ),
+    "sweep_summary params a list": (
+        _edit_json("sweep_summary.json", lambda s: dict(s, best=dict(s["best"], params=[1]))),
+        "sweep_summary.json",
+    ),
+}
+
+
+@pytest.mark.parametrize("command", ["plot", "report"])
+@pytest.mark.parametrize("case", list(SWEEP_DAMAGE))
+def test_a_damaged_sweep_folder_exits_2_naming_the_file(tmp_path, case, command):
+    folder = write_synthetic_sweep(tmp_path / "sweep")
+    damage, name = SWEEP_DAMAGE[case]
+    damage(folder)
+    result = CliRunner().invoke(cli(), [command, str(folder)])
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert result.exit_code == 2, result.output
+    assert name in result.output
+
+
+@pytest.mark.parametrize("resolved", ["{{{ not yaml", "a: &a [*a]\nvariants: &v [*v]\n", "- 1\n"])
+def test_an_unreadable_resolved_scenario_is_left_out_not_a_crash(tmp_path, resolved):
+    folder = write_synthetic_run(tmp_path / "run")
+    (folder / "scenario.resolved.yaml").write_text(resolved)
+    for command in ("plot", "report"):
+        result = CliRunner().invoke(cli(), [command, str(folder)])
+        assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("command", ["plot", "report"])
+def test_figures_being_a_file_exits_1_naming_it(tmp_path, command):
+    folder = write_synthetic_run(tmp_path / "run")
+    _figures_file(folder)
+    result = CliRunner().invoke(cli(), [command, str(folder)])
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert result.exit_code == 1, result.output
+    assert "figures" in result.output and "cannot write" in result.output
+
+
+@pytest.mark.parametrize("command", ["plot", "report"])
+def test_a_read_only_folder_exits_1(tmp_path, command, monkeypatch):
+    import os
+
+    folder = write_synthetic_run(tmp_path / "run")
+    real_mkstemp = __import__("tempfile").mkstemp
+
+    def refuse(*args, dir=None, **options):  # what a read-only folder does, even for root
+        if dir is not None and Path(dir).resolve().is_relative_to(folder.resolve()):
+            raise PermissionError(13, os.strerror(13), str(dir))
+        return real_mkstemp(*args, dir=dir, **options)
+
+    monkeypatch.setattr("tempfile.mkstemp", refuse)
+    result = CliRunner().invoke(cli(), [command, str(folder)])
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert result.exit_code == 1, result.output
+    assert "Permission denied" in result.output and "cannot write" in result.output

@@ -19,6 +19,8 @@ errors = Console(stderr=True)
 EXIT_INVALID = 2
 EXIT_REFUSED = 1
 EXIT_INTERRUPTED = 130
+#: Stopped by SIGTERM (128 + 15), after saving what it finished, marked partial.
+EXIT_TERMINATED = 143
 #: A sweep ran but some of its points failed.
 EXIT_FAILED_POINTS = 1
 
@@ -61,25 +63,51 @@ def cannot_write(target: Path, error: OSError) -> str:
     return f"cannot write the results folder {target}: {reason}{where}"
 
 
+class StopRequest:
+    """What :func:`stop_on_interrupt` yields: call it to ask whether to stop; ``exit_code`` is
+    130 after Ctrl-C (SIGINT) and 143 after SIGTERM."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.signum: int | None = None
+
+    def __call__(self) -> bool:
+        return self.event.is_set()
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_TERMINATED if self.signum == signal.SIGTERM else EXIT_INTERRUPTED
+
+
 @contextlib.contextmanager
 def stop_on_interrupt():
-    """First Ctrl-C: finish the current step, keep everything, mark it partial. Second: abort."""
-    requested = threading.Event()
+    """First Ctrl-C or SIGTERM: finish the current step, keep everything, mark it partial.
+    Second: abort (KeyboardInterrupt)."""
+    request = StopRequest()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    on_main_thread = threading.current_thread() is threading.main_thread()
 
     def handler(signum, frame):
-        if requested.is_set():
-            signal.signal(signal.SIGINT, previous)
+        if request.event.is_set():
+            restore()
             raise KeyboardInterrupt
-        requested.set()
+        request.signum = signum
+        request.event.set()
         errors.print(
             "[yellow]stopping: finishing the work in progress (Ctrl-C again to abort)...[/]"
         )
 
-    previous = signal.getsignal(signal.SIGINT)
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, handler)
+    previous = {number: signal.getsignal(number) for number in signals}
+
+    def restore() -> None:
+        for number, action in previous.items():
+            signal.signal(number, action)
+
+    if on_main_thread:
+        for number in signals:
+            signal.signal(number, handler)
     try:
-        yield requested.is_set
+        yield request
     finally:
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGINT, previous)
+        if on_main_thread:
+            restore()

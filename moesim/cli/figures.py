@@ -9,12 +9,36 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
-from moesim.cli.common import console, fail
+from moesim.cli.common import EXIT_REFUSED, console, errors, fail
 
 
 def _skipped(name: str, reason: str) -> None:
-    console.print(f"[dim]skipped {name}: {reason}[/]", highlight=False)
+    console.print(f"[dim]skipped {escape(name)}: {escape(str(reason))}[/]", highlight=False)
+
+
+def _cannot_write(results_dir: Path, error: OSError) -> typer.Exit:
+    reason = error.strerror or str(error)
+    where = f" ({error.filename})" if error.filename else ""
+    if isinstance(error, (FileExistsError, NotADirectoryError)) and error.filename:
+        reason += ": something that is not a folder is in the way; move it and try again"
+    return fail(f"cannot write into {results_dir}: {reason}{where}", EXIT_REFUSED)
+
+
+def _read_or_exit(results_dir: Path):
+    """The folder, read and checked (exit 2 naming the damaged file), its partial state said."""
+    from moesim.results import NotResultsError, load_results
+
+    try:
+        data = load_results(results_dir)
+    except NotResultsError as error:
+        raise fail(str(error)) from None
+    note = data.partial_note()
+    if note is not None:
+        errors.print(f"[yellow]note:[/] {escape(str(data.path))} holds a {escape(note)}",
+                     highlight=False)  # fmt: skip
+    return data
 
 
 def plot_command(
@@ -43,14 +67,17 @@ def plot_command(
     unknown = [name for name in only or [] if name not in FIGURES]
     if unknown:
         raise fail(f"unknown figure {', '.join(unknown)}; choose from {', '.join(FIGURES)}")
+    _read_or_exit(results_dir)
     try:
         written = write_figures(results_dir, formats=formats, only=only, on_skip=_skipped)
     except NotResultsError as error:
         raise fail(str(error)) from None
+    except OSError as error:
+        raise _cannot_write(results_dir, error) from None
     if not written:
         raise fail(f"no figure could be drawn from {results_dir}")
     console.print(
-        f"wrote {len(written)} file(s) in [bold]{Path(results_dir) / 'figures'}[/]",
+        f"wrote {len(written)} file(s) in [bold]{escape(str(Path(results_dir) / 'figures'))}[/]",
         highlight=False,
     )
 
@@ -60,13 +87,16 @@ def report_command(
 ) -> None:
     """Write a self-contained report.html and a report.md for a results folder."""
     from moesim.report import write_report
-    from moesim.results import NotResultsError
 
+    data = _read_or_exit(results_dir)
     try:
-        html_path, md_path = write_report(results_dir)
-    except NotResultsError as error:
-        raise fail(str(error)) from None
-    console.print(f"wrote [bold]{html_path}[/] and [bold]{md_path}[/]", highlight=False)
+        html_path, md_path = write_report(data)
+    except OSError as error:
+        raise _cannot_write(results_dir, error) from None
+    console.print(
+        f"wrote [bold]{escape(str(html_path))}[/] and [bold]{escape(str(md_path))}[/]",
+        highlight=False,
+    )
 
 
 def plot_after_run(results_dir: Path) -> list[Path]:
@@ -75,7 +105,8 @@ def plot_after_run(results_dir: Path) -> list[Path]:
 
     written = write_figures(results_dir, on_skip=_skipped)
     console.print(
-        f"figures in [bold]{Path(results_dir) / 'figures'}[/] ({len(written)})", highlight=False
+        f"figures in [bold]{escape(str(Path(results_dir) / 'figures'))}[/] ({len(written)})",
+        highlight=False,
     )
     return written
 

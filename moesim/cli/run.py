@@ -11,7 +11,6 @@ from rich import box
 from rich.table import Table
 
 from moesim.cli.common import (
-    EXIT_INTERRUPTED,
     EXIT_REFUSED,
     SetOption,
     cannot_write,
@@ -116,10 +115,10 @@ def run(
     if result.partial:
         errors.print(
             "[yellow]interrupted:[/] kept the finished steps and variants, marked partial in "
-            "summary.json",
+            "summary.json and manifest.json",
             highlight=False,
         )
-        raise typer.Exit(EXIT_INTERRUPTED)
+        raise typer.Exit(stop_requested.exit_code)
 
 
 def validate(

@@ -6,10 +6,16 @@ import time
 from pathlib import Path
 
 from rich import get_console
+from rich.markup import escape
 
 from moesim.engine.loop import simulate_variant
 from moesim.progress import progress_bar
-from moesim.results.folder import default_output_dir, prepare_output_dir, write_results
+from moesim.results.folder import (
+    ResultsWriter,
+    default_output_dir,
+    moesim_files,
+    prepare_output_dir,
+)
 from moesim.results.model import Result
 from moesim.scenario import expand_variants, load_scenario
 
@@ -43,7 +49,7 @@ def simulate(scenario, *, progress: bool = False, on_variant=None, should_stop=N
         for name, variant in variants:
             # Every variant's stream comes from the scenario's one seed, so variants with the
             # same tokens config see the same tokens (common random numbers).
-            task = bar.add_task(name, total=variant.steps) if bar is not None else None
+            task = bar.add_task(escape(name), total=variant.steps) if bar is not None else None
 
             def on_step(done, task=task):
                 if bar is not None:
@@ -76,9 +82,12 @@ def run_scenario(
     """Run every variant of a scenario into a results folder, as ``moesim run`` does.
 
     The folder is checked first: one that already holds results is refused unless ``force``.
-    Every results file is then rewritten after each variant, atomically (a file is the old one
-    or the complete new one), so a run stopped early keeps the variants it finished, marked
-    ``partial`` in ``summary.json`` and ``manifest.json``.
+    The folder says partial from the start; each finished variant is saved on its own (a cost
+    that does not grow with the variants before it), and the whole run is written at the end,
+    ``manifest.json`` last: so a run stopped early, or killed at any moment, keeps the variants
+    it finished and reads as partial (see :mod:`moesim.results.folder`). With ``force`` the new
+    run replaces every file of the old one only once it ends; until then, and after an error,
+    the old results stay as they were.
 
     Parameters
     ----------
@@ -114,13 +123,21 @@ def run_scenario(
         A replayed trace (``tokens.source: file``) cannot be read.
     """
     scenario = load_scenario(scenario)
-    folder = default_output_dir(scenario) if output_dir is None else output_dir
+    folder = default_output_dir(scenario) if output_dir is None else Path(output_dir)
+    replace = force and bool(moesim_files(folder))
     folder = prepare_output_dir(folder, force=force)
+    planned = [name for name, _ in expand_variants(scenario)]
+    writer = ResultsWriter(folder, scenario, planned, replace=replace, command=command)
     started = time.perf_counter()
+    try:
+        writer.start()
 
-    def save(result: Result) -> None:
-        write_results(result, folder, seconds=time.perf_counter() - started, command=command)
+        def save(result: Result) -> None:
+            writer.add_variant(len(result.variants) - 1, result.variants[-1])
 
-    result = simulate(scenario, progress=progress, on_variant=save, should_stop=should_stop)
-    save(result)
+        result = simulate(scenario, progress=progress, on_variant=save, should_stop=should_stop)
+        writer.finish(result, seconds=time.perf_counter() - started)
+    except BaseException:
+        writer.abandon()
+        raise
     return result, folder

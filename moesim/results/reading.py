@@ -1,5 +1,10 @@
 """Reading a results folder back: a run's files, a sweep's table, and the grouping of its rows.
 
+Every file is read and checked by :mod:`moesim.results.files` (a damaged one raises
+:class:`NotResultsError` naming it), so the figures and the report need no checks of their own.
+A run killed before its end is read from its parts (``variants.partial/``), and
+:attr:`ResultsData.partial` says whether a folder holds a complete run.
+
 :func:`load_results` reads whatever a folder holds (``moesim run`` writes ``summary.json``,
 ``history.csv``, ``loads.npz``, ``manifest.json`` and ``scenario.resolved.yaml``; ``moesim sweep``
 writes ``sweep.csv`` and ``sweep_summary.json``) into one :class:`ResultsData`, which the figures
@@ -9,7 +14,6 @@ one order of swept values (:func:`moesim.results.metrics.sort_key`).
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from dataclasses import dataclass, field
@@ -19,82 +23,23 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from moesim.results.files import (
+    READ_ERRORS,
+    NotResultsError,
+    check_manifest,
+    check_sweep_summary,
+    read_history,
+    read_json_object,
+    read_loads,
+    read_parts,
+    read_summary,
+    read_sweep_csv,
+)
+from moesim.results.folder import PARTS_DIR
 from moesim.results.metrics import sort_key
 
 #: Sweep columns that are neither swept parameters nor metrics.
 SWEEP_BOOKKEEPING = {"seed", "point", "run", "replicate", "variant", "error", "status", "id"}
-
-
-class NotResultsError(ValueError):
-    """The folder is not a moesim results folder (no summary.json and no sweep.csv)."""
-
-
-# ----------------------------------------------------------------------------- the run's files
-
-
-def read_summary(output_dir: Path) -> dict:
-    """``summary.json`` of a results folder."""
-    return json.loads((Path(output_dir) / "summary.json").read_text())
-
-
-def read_history(output_dir: Path) -> dict[str, np.ndarray]:
-    """``history.csv`` as columns (``variant`` as strings, the rest as floats; '' -> NaN)."""
-    with open(Path(output_dir) / "history.csv", newline="") as stream:
-        rows = list(csv.reader(stream))
-    header, body = rows[0], rows[1:]
-    columns: dict[str, np.ndarray] = {}
-    for j, name in enumerate(header):
-        values = [row[j] for row in body]
-        if name == "variant":
-            columns[name] = np.asarray(values, dtype=object)
-        else:
-            columns[name] = np.asarray([float(v) if v else np.nan for v in values])
-    return columns
-
-
-def read_loads(output_dir: Path) -> dict[str, dict[str, np.ndarray]]:
-    """``loads.npz`` as ``{variant: {"loads", "demand", "bias", "steps", ...}}``."""
-    grouped: dict[str, dict[str, np.ndarray]] = {}
-    with np.load(Path(output_dir) / "loads.npz", allow_pickle=False) as data:
-        for key in data.files:
-            variant, _, field_name = key.rpartition(".")
-            grouped.setdefault(variant, {})[field_name] = data[key]
-    return grouped
-
-
-# ---------------------------------------------------------------------------- the sweep's table
-
-
-def read_sweep_csv(path: Path) -> dict[str, np.ndarray]:
-    """``sweep.csv`` as columns; failed points (a non-empty ``error`` cell) are left out."""
-    with open(path, newline="") as stream:
-        rows = list(csv.DictReader(stream))
-    if "error" in (rows[0] if rows else {}):
-        rows = [row for row in rows if not (row.get("error") or "").strip()]
-    names = list(rows[0].keys()) if rows else []
-    columns: dict[str, np.ndarray] = {}
-    for name in names:
-        cells = [row.get(name) or "" for row in rows]
-        columns[name] = _parse_column(cells)
-    return columns
-
-
-def _parse_column(cells: list[str]) -> np.ndarray:
-    """Floats when every cell is a number, a boolean or empty (NaN); else the cells as text."""
-    values = []
-    for cell in cells:
-        text = cell.strip()
-        if text in ("", "None", "null", "nan", "NaN"):
-            values.append(np.nan)
-            continue
-        if text in ("True", "False", "true", "false"):
-            values.append(1.0 if text.lower() == "true" else 0.0)
-            continue
-        try:
-            values.append(float(text))
-        except ValueError:
-            return np.asarray(cells, dtype=object)
-    return np.asarray(values, dtype=float)
 
 
 def sweep_parameters(columns: dict[str, np.ndarray], sweep_summary: dict | None = None) -> list:
@@ -160,6 +105,9 @@ class ResultsData:
         Swept parameters (key paths such as ``balance.bias.rate``).
     sweep_summary : dict or None
         ``sweep_summary.json``: grid, seeds, the chosen metric and direction, the best point.
+    unfinished : bool
+        The run never reached its end (killed): its variants were read from
+        ``variants.partial/``.
     """
 
     path: Path
@@ -172,11 +120,40 @@ class ResultsData:
     sweep: dict | None = None
     sweep_params: list[str] = field(default_factory=list)
     sweep_summary: dict | None = None
+    unfinished: bool = False
 
     @property
     def variants(self) -> list[dict]:
         """Variant summaries of the run, in scenario order (empty for a sweep-only folder)."""
-        return list(self.summary.get("variants", [])) if self.summary else []
+        return list(self.summary.get("variants") or []) if self.summary else []
+
+    @property
+    def partial(self) -> bool:
+        """The folder does not hold a complete run: it was interrupted or killed. A run is
+        complete only when its ``manifest.json``, written last, says ``"partial": false``
+        and ``summary.json`` agrees (a sweep-only folder: ``sweep_summary.json``)."""
+        if self.summary is None:
+            return bool((self.sweep_summary or {}).get("partial"))
+        if self.unfinished or self.summary.get("partial") is not False:
+            return True
+        return self.manifest is None or self.manifest.get("partial") is not False
+
+    @property
+    def planned_variants(self) -> list[str] | None:
+        """Every variant the run meant to run (``manifest.json``), None when unrecorded."""
+        planned = (self.manifest or {}).get("planned_variants")
+        return [str(name) for name in planned] if isinstance(planned, list) else None
+
+    def partial_note(self) -> str | None:
+        """``"partial (interrupted or killed): 2 of 8 variants finished"``, None if complete."""
+        if not self.partial:
+            return None
+        if self.summary is None:
+            return "partial (interrupted or killed): some sweep points were not run"
+        finished = len(self.variants)
+        planned = self.planned_variants
+        count = f"{finished} of {len(planned)}" if planned is not None else f"{finished}"
+        return f"partial (interrupted or killed): {count} variant(s) finished"
 
     @property
     def is_sweep(self) -> bool:
@@ -227,7 +204,8 @@ class ResultsData:
             return {}
         try:
             node = yaml.safe_load(self.resolved_yaml)
-        except yaml.YAMLError:
+            json.dumps(node, default=str)  # refuses a structure that holds itself (&a [*a])
+        except (yaml.YAMLError, ValueError, RecursionError):
             return {}
         return node if isinstance(node, dict) else {}
 
@@ -308,8 +286,11 @@ def load_results(results_dir: Path) -> ResultsData:
     data = ResultsData(path=path, scenario=path.name)
     try:
         _read_files(data, has_run=has_run, has_sweep=has_sweep)
-    except (OSError, ValueError, KeyError) as error:
-        raise NotResultsError(f"{path}: cannot read results ({error})") from error
+    except NotResultsError:
+        raise
+    except READ_ERRORS as error:
+        where = f" {error.filename}" if getattr(error, "filename", None) else ""
+        raise NotResultsError(f"{path}: cannot read results{where} ({error})") from error
     for source in (data.summary, data.manifest, data.sweep_summary):
         if isinstance(source, dict) and isinstance(source.get("scenario"), str):
             data.scenario = source["scenario"]
@@ -324,18 +305,25 @@ def load_results(results_dir: Path) -> ResultsData:
 def _read_files(data: ResultsData, *, has_run: bool, has_sweep: bool) -> None:
     """Fill ``data`` with the files its folder holds (absent optional files stay None)."""
     path = data.path
-    if has_run:
+    if has_run and (path / PARTS_DIR).is_dir():
+        # Killed before its end: the finished variants are in their own files.
+        data.summary, data.history, data.loads = read_parts(path)
+        data.unfinished = True
+    elif has_run:
         data.summary = read_summary(path)
         if (path / "history.csv").is_file():
             data.history = read_history(path)
         if (path / "loads.npz").is_file():
             data.loads = read_loads(path)
     if (path / "manifest.json").is_file():
-        data.manifest = json.loads((path / "manifest.json").read_text())
+        data.manifest = check_manifest(
+            read_json_object(path / "manifest.json"), path / "manifest.json"
+        )
     if (path / "scenario.resolved.yaml").is_file():
-        data.resolved_yaml = (path / "scenario.resolved.yaml").read_text()
+        data.resolved_yaml = (path / "scenario.resolved.yaml").read_text(errors="replace")
     if (path / "sweep_summary.json").is_file():
-        data.sweep_summary = json.loads((path / "sweep_summary.json").read_text())
+        summary_path = path / "sweep_summary.json"
+        data.sweep_summary = check_sweep_summary(read_json_object(summary_path), summary_path)
     if has_sweep:
         data.sweep = read_sweep_csv(path / "sweep.csv")
         data.sweep_params = sweep_parameters(data.sweep, data.sweep_summary)
