@@ -396,3 +396,38 @@ def test_the_verdict_judges_a_summary_alone():
     assert verdict({**summary, "steps_done": 0}, thresholds, 16) == ("no data", "no step finished")
     for name in ("balanced", "collapsed", "no data"):
         assert name in VERDICTS
+
+
+# ----------------------------------------------------------------------------------------------
+# Start-up and traces (issue 17, class 14)
+
+#: Ctrl-C while ``import typer`` runs, the slowest part of start-up: as if it came then.
+_INTERRUPT_ON_IMPORT = """\
+import builtins, sys
+real_import = builtins.__import__
+
+def interrupted(name, *args, **kwargs):
+    if name == "typer":
+        raise KeyboardInterrupt
+    return real_import(name, *args, **kwargs)
+
+builtins.__import__ = interrupted
+from moesim.cli import main
+sys.argv = ["moesim", "--version"]
+main()
+"""
+
+
+def test_ctrl_c_during_start_up_is_a_clean_exit_130():
+    outcome = subprocess.run(
+        [sys.executable, "-c", _INTERRUPT_ON_IMPORT], capture_output=True, text=True, timeout=60
+    )
+    assert outcome.returncode == 130, outcome.stderr
+    assert "Traceback" not in outcome.stderr and "interrupted" in outcome.stderr
+
+
+def test_a_folder_given_as_the_trace_is_named_a_folder(tmp_path):
+    tokens = {"tokens_per_step": 512, "seq_len": 64, "source": "file", "file": str(tmp_path)}
+    with pytest.raises(moesim.ScenarioError, match="is a folder") as caught:
+        moesim.load_scenario({**SMALL, "tokens": tokens})
+    assert "not found" not in str(caught.value)

@@ -16,6 +16,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from moesim.cli import app as moesim_app
 from moesim.errors import ScenarioError
 from moesim.results.metrics import NOT_METRICS, SUMMARY_METRICS, TEXT_SUMMARY_KEYS
 from moesim.scenario import load_scenario
@@ -345,27 +346,28 @@ def test_interrupted_sweep_resumes_without_running_a_point_twice(tmp_path):
 
 
 def test_a_failing_point_is_recorded_and_the_others_finish(tmp_path):
-    trace = tmp_path / "trace.npy"
-    np.save(trace, np.ones((512, TINY["tokens"]["dim"]), dtype=np.float32))
-    base = tiny(tokens={**TINY["tokens"], "file": str(trace)})
-    grid = {"tokens.source": ["clusters", "file"]}
-    plan = plan_sweep(base, grid=grid, seeds=2)  # the trace is valid here ...
-    trace.write_text("not an array")  # ... and broken when the points run
+    good, broken = tmp_path / "good.npy", tmp_path / "broken.npy"
+    for trace in (good, broken):
+        np.save(trace, np.ones((512, TINY["tokens"]["dim"]), dtype=np.float32))
+    base = tiny(tokens={"tokens_per_step": 256, "seq_len": 64, "source": "file", "file": str(good)})
+    grid = {"tokens.file": [str(good), str(broken)]}
+    plan = plan_sweep(base, grid=grid, seeds=2)  # both traces are valid here ...
+    broken.write_text("not an array")  # ... and one is broken when the points run
     out = tmp_path / "sweep"
     result = run_sweep(plan, out, jobs=2, progress=False)
     assert len(result.failed) == 2 and not result.partial
     rows = read_csv(out / "sweep.csv")
-    by_source = {(r["tokens.source"], r["status"]) for r in rows}
-    assert by_source == {("clusters", "ok"), ("file", "failed")}
+    by_file = {(r["tokens.file"], r["status"]) for r in rows}
+    assert by_file == {(str(good), "ok"), (str(broken), "failed")}
     failed = [r for r in rows if r["status"] == "failed"]
     assert all("TraceError" in r["error"] and r["max_vio_global"] == "" for r in failed)
     stored = json.loads((out / "points" / f"{failed[0]['point']}.json").read_text())
     assert "Traceback" in stored["traceback"] and stored["status"] == "failed"
     aggregate = read_csv(out / "sweep_aggregate.csv")
-    assert [(r["tokens.source"], r["n"]) for r in aggregate] == [("clusters", "2"), ("file", "0")]
+    assert {(r["tokens.file"], r["n"]) for r in aggregate} == {(str(good), "2"), (str(broken), "0")}
     summary = json.loads((out / "sweep_summary.json").read_text())
     assert (summary["ok"], summary["failed"]) == (2, 2)
-    assert summary["best"]["params"] == {"tokens.source": "clusters"}
+    assert summary["best"]["params"] == {"tokens.file": str(good)}
     assert (out / "figures" / "sweep_max_vio_global.png").stat().st_size > 1000
 
 
@@ -582,3 +584,99 @@ def test_should_stop_lets_running_points_finish_and_marks_partial(tmp_path):
     assert result.interrupted and result.partial
     assert 1 <= len(stored) < len(points) and len(result.records) == len(stored)
     assert all(json.loads(p.read_text())["status"] == "ok" for p in stored)
+
+
+# ----------------------------------------------------------------------------------------------
+# Grids without limits (issue 17, class 3) and the sweep's smaller inconsistencies (class 14)
+
+HOSTILE_GRIDS = [
+    ("range(0,1e9)", r"gives 1,000,000,000 values; a sweep may have at most 100,000 points"),
+    ("range(0,1,1e-300)", r"gives more than 100,000 values"),
+    ("range(-1e308,1e308,1e-308)", r"gives more than 100,000 values"),
+    ("range(0,inf)", r"takes finite numbers"),
+    ("range(nan,1)", r"takes finite numbers"),
+    ("linspace(0,1,nan)", r"takes finite numbers"),
+    ("linspace(0,1,inf)", r"takes finite numbers"),
+    ("linspace(0,1,2.5)", r"a whole count n >= 1"),
+    ("logspace(1e-4,1e-2,1e12)", r"gives 1,000,000,000,000 values"),
+    ("logspace(1e-4,1e400,3)", r"takes finite numbers"),
+    ("range(1e308,-1e308,1e-308)", r"gives no values"),
+]
+
+
+@pytest.mark.parametrize("spec, expected", HOSTILE_GRIDS)
+def test_a_grid_too_large_or_not_finite_is_refused_at_once(spec, expected):
+    started = time.perf_counter()
+    with pytest.raises(SweepError, match=rf"router.top_k: .*{expected}"):
+        expand_grid({"router.top_k": spec})
+    assert time.perf_counter() - started < 1.0
+
+
+def test_points_are_counted_before_anything_is_expanded():
+    # Each axis is within the limit; their product (and seeds, variants) is not.
+    grid = {"a": "range(0,1000)", "b": "range(0,1000)"}
+    with pytest.raises(SweepError, match="1,000,000 combination"):
+        expand_grid(grid)
+    assert len(expand_grid(grid, [["a", "b"]])) == 1000  # zipped: one axis
+    with pytest.raises(SweepError, match=r"1,000 combination\(s\) x 200 seed\(s\) make 200,000"):
+        plan_sweep(tiny(), grid={"router.top_k": "range(0,1000)"}, seeds=200)
+
+
+def test_the_largest_grid_expands_quickly():
+    # 100,000 values: the check for a value given twice must not compare every pair.
+    started = time.perf_counter()
+    assert len(parse_values("k", "range(0,100000)")) == 100_000
+    assert len(parse_values("k", [[i] for i in range(20_000)])) == 20_000
+    assert time.perf_counter() - started < 5.0
+
+
+def test_validate_checks_the_files_sweep_grid(tmp_path):
+    path = tmp_path / "grid.yaml"
+    path.write_text(
+        "name: grid\nsweep:\n  grid:\n    router.top_k: range(0,1e9)\n"
+        "    balance.bias.rate: linspace(0,1,nan)\n"
+    )
+    outcome = CliRunner().invoke(moesim_app, ["validate", str(path)])
+    assert outcome.exit_code == 2, outcome.output
+    text = outcome.output.replace("\n", "")
+    assert f"{path}:4:5: sweep.grid.router.top_k: range(0,1e9) gives 1,000,000,000" in text
+    assert f"{path}:5:5: sweep.grid.balance.bias.rate: linspace() takes finite" in text
+    path.write_text("name: grid\nsweep:\n  seeds: 1000\n  grid: {router.top_k: 'range(1,1000)'}\n")
+    outcome = CliRunner().invoke(moesim_app, ["validate", str(path)])
+    assert outcome.exit_code == 2 and "999,000 points" in outcome.output
+
+
+def test_the_sweep_command_refuses_a_huge_grid_quickly(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(json.dumps(TINY))
+    started = time.perf_counter()
+    outcome = CliRunner().invoke(
+        moesim_app,
+        ["sweep", str(path), "-g", "router.top_k=range(0,1e9)", "-o", str(tmp_path / "s")],
+    )
+    assert outcome.exit_code == 2, outcome.output
+    assert "1,000,000,000 values" in outcome.output
+    assert time.perf_counter() - started < 5.0
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("text", ["=1,2", " =logspace(1,2,3)", "router..top_k=1,2"])
+def test_a_bad_grid_option_is_reported_as_grid_not_set(text):
+    with pytest.raises(SweepError) as caught:
+        parse_grid_option(text)
+    assert str(caught.value).startswith(f"--grid {text}")
+    assert "--set" not in str(caught.value)
+
+
+def test_a_sweep_that_cannot_write_exits_1_like_run(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(json.dumps(TINY))
+    (tmp_path / "a_file").write_text("")
+    target = tmp_path / "a_file" / "sweep"
+    outcome = CliRunner().invoke(
+        moesim_app, ["sweep", str(path), "-g", "router.top_k=1,2", "-o", str(target)]
+    )
+    assert outcome.exit_code == 1, outcome.output
+    assert "cannot write the results folder" in outcome.output
+    outcome = CliRunner().invoke(moesim_app, ["run", str(path), "-o", str(target)])
+    assert outcome.exit_code == 1, outcome.output

@@ -57,8 +57,10 @@ def _value(value, unit: str) -> str:
 
 def render_machine(meta: dict, console) -> None:
     """One line: CPU, cores, library versions, threads and load."""
+    from rich.markup import escape
+
     console.print(
-        f"[bold]{meta['cpu']}[/], {meta['cores']} cores; numpy {meta['numpy']}, numba "
+        f"[bold]{escape(str(meta['cpu']))}[/], {meta['cores']} cores; numpy {meta['numpy']}, numba "
         f"{meta['numba']}, torch {meta['torch'] or 'absent'}; threads {meta['threads']}; "
         f"load {meta['load_average'][0]:.2f}",
         highlight=False,
@@ -91,7 +93,9 @@ def render_routing(routing: dict, console) -> None:
         )
     console.print(table)
     if routing["torch_note"]:
-        console.print(f"[yellow]{routing['torch_note']}[/]")
+        from rich.markup import escape
+
+        console.print(f"[yellow]{escape(routing['torch_note'])}[/]", highlight=False)
 
 
 def render_step(step: dict, console) -> None:

@@ -178,8 +178,10 @@ def run_sections(results: dict, sizes: dict, *, threads: int, sections, console)
     seconds and the share of the CPU other processes took meanwhile (``meta``)."""
 
     def say(message: str) -> None:
+        from rich.markup import escape
+
         if console is not None:
-            console.print(f"[dim]{message}[/]", highlight=False)
+            console.print(f"[dim]{escape(message)}[/]", highlight=False)
 
     section_seconds = results["meta"]["section_seconds"] = {}
     busy = results["meta"]["busy_elsewhere"] = {}

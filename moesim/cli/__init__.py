@@ -2,9 +2,12 @@
 
 Every command forwards to a library function; bad input becomes a readable message and exit
 code 2, never a traceback. Importing this package (``moesim --help``, ``--version``) loads no
-Numba: each command imports the library inside its body.
+Numba: each command imports the library inside its body. Nor does it load typer or rich: the
+app (:mod:`moesim.cli.commands`) is imported by :func:`main` inside its Ctrl-C guard, so an
+interrupt during start-up exits 130 without a traceback.
 
 - :mod:`moesim.cli.common`: consoles, exit codes, ``--set``, scenario loading, Ctrl-C.
+- :mod:`moesim.cli.commands`: the app, every command registered on it.
 - :mod:`moesim.cli.run`: ``run``, ``validate``, ``schema``, ``init``.
 - :mod:`moesim.cli.sweep`, :mod:`moesim.cli.figures`, :mod:`moesim.cli.bench`: the rest.
 """
@@ -12,52 +15,34 @@ Numba: each command imports the library inside its body.
 from __future__ import annotations
 
 import sys
-from typing import Annotated
 
-import typer
-
-from moesim._version import __version__
-from moesim.cli import bench, figures, papers, run, sweep
-from moesim.cli.common import EXIT_INTERRUPTED, console, errors
-from moesim.cli.run import summary_table
-
-app = typer.Typer(
-    name="moesim",
-    help="Simulate Mixture-of-Experts routing and load-balancing dynamics.",
-    rich_markup_mode="rich",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-
-
-def _version_callback(value: bool) -> None:
-    if value:
-        console.print(f"moesim {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def _callback(
-    version: Annotated[
-        bool,
-        typer.Option("--version", callback=_version_callback, is_eager=True, help="Show version."),
-    ] = False,
-) -> None:
-    """Simulate Mixture-of-Experts routing and load-balancing dynamics."""
-
-
-for module in (run, figures, sweep, papers, bench):
-    module.register(app)
+#: ``moesim.cli.common.EXIT_INTERRUPTED``, here too: an interrupt may come before it is imported.
+_EXIT_INTERRUPTED = 130
 
 
 def main() -> None:
     """Console-script entry point."""
     try:
+        from moesim.cli.commands import app
+
         app()
     except KeyboardInterrupt:
-        errors.print("[yellow]interrupted[/]")
-        sys.exit(EXIT_INTERRUPTED)
+        # Plain write: rich itself may be what was loading when Ctrl-C came.
+        sys.stderr.write("interrupted\n")
+        sys.exit(_EXIT_INTERRUPTED)
+
+
+def __getattr__(name: str):
+    # ``from moesim.cli import app`` (tests, notebooks) still works, loaded on first use.
+    if name == "app":
+        from moesim.cli.commands import app
+
+        return app
+    if name == "summary_table":
+        from moesim.cli.run import summary_table
+
+        return summary_table
+    raise AttributeError(f"module 'moesim.cli' has no attribute {name!r}")
 
 
 __all__ = ["app", "main", "summary_table"]

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from moesim.cli.common import EXIT_INVALID, console, errors
 
@@ -49,7 +50,7 @@ def bench_command(
     unknown = sorted(set(chosen) - set(SECTIONS))
     if unknown:
         errors.print(
-            f"[bold red]error:[/] unknown --sections {', '.join(unknown)}; "
+            f"[bold red]error:[/] unknown --sections {escape(', '.join(unknown))}; "
             f"choose from {', '.join(SECTIONS)}",
             highlight=False,
         )
@@ -64,7 +65,7 @@ def bench_command(
         memory_steps=memory_steps,
     )
     render(results, console)
-    console.print(f"results in [bold]{output}[/]", highlight=False)
+    console.print(f"results in [bold]{escape(str(output))}[/]", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -6,16 +6,19 @@ A thin layer over :mod:`moesim.sweep`: read the options, :func:`~moesim.sweep.pl
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from moesim.cli.common import (
     EXIT_FAILED_POINTS,
     EXIT_INTERRUPTED,
     EXIT_REFUSED,
+    cannot_write,
     console,
     errors,
     fail,
@@ -128,11 +131,12 @@ def sweep_command(
         raise fail(str(error)) from None
     if not quiet:
         _announce(plan, jobs, executor)
+    target = output if output is not None else default_sweep_dir(base)
     try:
         with stop_on_interrupt() as stop_requested:
             result = run_sweep(
                 plan,
-                output if output is not None else default_sweep_dir(base),
+                target,
                 jobs=jobs,
                 executor=executor,
                 address=address,
@@ -143,9 +147,33 @@ def sweep_command(
             )
     except SweepExistsError as error:
         raise fail(str(error), EXIT_REFUSED) from None
-    except (RuntimeError, OSError) as error:  # e.g. no scheduler at --address
+    except OSError as error:
+        if _is_write_error(error):  # as `moesim run`: cannot write is exit 1
+            raise fail(cannot_write(target, error), EXIT_REFUSED) from None
+        raise fail(f"{type(error).__name__}: {error}") from None  # e.g. no scheduler at --address
+    except RuntimeError as error:
         raise fail(f"{type(error).__name__}: {error}") from None
     _print_outcome(result)
+
+
+#: Errors of a file system that cannot take the results (not of a network, e.g. a scheduler).
+_WRITE_ERRNOS = {
+    errno.EACCES,
+    errno.EPERM,
+    errno.EROFS,
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.EFBIG,
+    errno.ENOTDIR,
+    errno.EISDIR,
+    errno.EEXIST,
+    errno.ENAMETOOLONG,
+}
+
+
+def _is_write_error(error: OSError) -> bool:
+    """Whether ``error`` says the results folder cannot be written (exit 1, like ``run``)."""
+    return error.filename is not None or error.errno in _WRITE_ERRNOS
 
 
 def _check_executor(executor: str, address: str | None) -> None:
@@ -183,11 +211,11 @@ def _print_outcome(result) -> None:
         console.print(aggregate_table(result))
     if result.skipped:
         console.print(f"[dim]{result.skipped} point(s) already done, skipped[/]", highlight=False)
-    console.print(f"results in [bold]{result.output_dir}[/]", highlight=False)
+    console.print(f"results in [bold]{escape(str(result.output_dir))}[/]", highlight=False)
     if result.failed:
         errors.print(
             f"[bold red]{len(result.failed)} point(s) failed[/] (error and traceback in "
-            f"{result.output_dir}/points/<id>.json):",
+            f"{escape(str(result.output_dir))}/points/<id>.json):",
             highlight=False,
         )
         for record in result.failed[:5]:

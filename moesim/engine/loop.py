@@ -24,6 +24,22 @@ from moesim.kernels.step import run_routing_step
 from moesim.results.model import VariantResult
 
 
+def non_finite_state(logits: np.ndarray, bias: np.ndarray) -> str | None:
+    """What is not finite (inf or NaN) before routing a step: the logits or the bias; or None.
+
+    Logits are the tokens times the centroids, so overflowing centroids (a learning rate or
+    z-loss far too large) or tokens show here. Min and max propagate NaN and show inf, without
+    the temporary array of ``np.isfinite``.
+    """
+    if not (np.isfinite(logits.min()) and np.isfinite(logits.max())):
+        return "the router logits (tokens x centroids)"
+    if not (np.isfinite(bias.min()) and np.isfinite(bias.max())):
+        return "the expert bias"
+    return None
+
+
+# Overflow is caught before routing (non_finite_state) and named in the verdict, not warned about.
+@np.errstate(over="ignore", invalid="ignore")
 def simulate_variant(
     scenario, name: str = "base", *, stream=None, on_step=None, should_stop=None
 ) -> VariantResult:
@@ -43,6 +59,9 @@ def simulate_variant(
     should_stop : callable() -> bool, optional
         Checked every step; a true value (or KeyboardInterrupt) ends the run early and the
         result is marked partial.
+
+    A step whose logits or bias are not finite ends the run there with the verdict
+    ``diverged`` (:func:`non_finite_state`), never a routing verdict.
     """
     started = time.perf_counter()
     tokens_seed, init_seed, learning_seed = np.random.SeedSequence(scenario.seed).spawn(3)
@@ -66,15 +85,25 @@ def simulate_variant(
             # The boxes of the diagram, each with its section of docs/model.md.
             tokens, clusters = token_stream.generate(stream, step, n_tokens)  # §1
             logits = router_logits(tokens, centroids)  # §2
+            diverged = non_finite_state(logits, bias)
+            if diverged is not None:
+                # Overflowed state routes nowhere meaningful: stop, and say so in the verdict.
+                recorder.diverge(step, diverged)
+                break
             # §2, §3: scores + bias, groups, top-K, then the capacity and its drops.
             routed = run_routing_step(logits, bias, balancer.enabled, spec, capacity, policy_code)
             recorder.update(step, routed, clusters)  # §3, §6: loads, drops, balance
             balancer.update(step, routed)  # §4: the bias, in place
             recorder.track_bias(step, bias)
             measure = recorder.is_record_step(step)
-            routed_bias = bias if balancer.enabled else None
             learned = learner.step(  # §5
-                tokens, logits, routed, centroids, step, measure=measure, bias=routed_bias
+                tokens,
+                logits,
+                routed,
+                centroids,
+                step,
+                measure=measure,
+                bias=balancer.bias if balancer.enabled else None,
             )
             if measure:
                 recorder.record(step, routed, logits, bias, learned)  # §6: a history row

@@ -159,6 +159,8 @@ class Recorder:
         Steps to balance.
     oscillation : float or None
         Bias oscillation over the final window, once the run closes (None without a bias).
+    diverged : (int, str) or None
+        The step at which the state stopped being finite and what was not, or None.
     """
 
     def __init__(self, scenario, spec: RouterSpec, capacity: int, n_clusters: int):
@@ -202,6 +204,7 @@ class Recorder:
         self.final_max_vio_steps = 0
         self.final_window_steps = 0
         self.oscillation: float | None = None
+        self.diverged: tuple[int, str] | None = None  # (step, what was not finite)
         self.balance = TrailingBalance(self.steps, scenario.metrics, n_experts)
         self.bias_range = BiasRange(n_experts, self.final_start) if has_bias else None
         measure_fidelity = has_bias and scenario.metrics.fidelity
@@ -229,6 +232,10 @@ class Recorder:
             self.final_drops += drops
             self.final_max_vio_sum += self.max_vio
             self.final_max_vio_steps += 1
+
+    def diverge(self, step: int, what: str) -> None:
+        """Note that step ``step`` could not run: ``what`` is not finite (the run stops)."""
+        self.diverged = (step, what)
 
     def track_bias(self, step: int, bias: np.ndarray) -> None:
         """Follow the bias (E,) after step ``step``'s update (nothing when the bias is off)."""
@@ -310,7 +317,8 @@ class Recorder:
             self.scenario,
             self,
             name=name,
-            partial=partial or steps_done < self.steps,
+            # A diverged run ended where it could go no further: finished, not interrupted.
+            partial=partial or (steps_done < self.steps and self.diverged is None),
             seconds=seconds,
         )
         done = self.records_done

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from moesim.kernels.metrics import load_stats
-from moesim.results.verdict import verdict
+from moesim.results.verdict import diverged_verdict, verdict
 
 
 def bias_oscillation(low, high, start, end) -> float:
@@ -74,9 +74,12 @@ def summarize(scenario, recorder, *, name: str, partial: bool, seconds: float) -
         "seconds": seconds,
         "steps_per_second": steps_done / seconds if seconds > 0 else nan,
     }
-    summary["verdict"], summary["verdict_reason"] = verdict(
-        summary, scenario.metrics, scenario.router.experts
-    )
+    if recorder.diverged is not None:
+        summary["verdict"], summary["verdict_reason"] = diverged_verdict(*recorder.diverged)
+    else:
+        summary["verdict"], summary["verdict_reason"] = verdict(
+            summary, scenario.metrics, scenario.router.experts
+        )
     return summary
 
 

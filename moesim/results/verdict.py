@@ -1,4 +1,5 @@
-"""The verdict on a run: ``collapsed``, ``balanced`` or ``imbalanced``, with its reason.
+"""The verdict on a run: ``collapsed``, ``balanced`` or ``imbalanced``, with its reason; or
+``diverged`` when its state stopped being finite (no routing verdict can be read from it).
 
 A result concept, judged from a run's summary metrics (docs/model.md §6) and the thresholds of
 the scenario's ``metrics`` section; the engine puts both in ``summary.json``.
@@ -8,8 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-#: Every verdict a summary can hold, from best to worst; ``no data`` when no step finished.
-VERDICTS = ("balanced", "imbalanced", "collapsed", "no data")
+#: Every verdict a summary can hold, from best to worst; ``no data`` when no step finished;
+#: ``diverged`` when the run stopped because its state overflowed to inf or NaN.
+VERDICTS = ("balanced", "imbalanced", "collapsed", "no data", "diverged")
+
+
+def diverged_verdict(step: int, what: str) -> tuple[str, str]:
+    """The verdict on a run stopped at step ``step`` because ``what`` was not finite."""
+    return "diverged", (
+        f"stopped at step {step}: {what} became inf or NaN (a numerical overflow, not a routing "
+        "outcome); lower learning.rate or the aux loss weights (balance.aux)"
+    )
 
 
 def verdict(summary: Mapping, thresholds, n_experts: int) -> tuple[str, str]:

@@ -17,7 +17,7 @@ from moesim.errors import Problem, ScenarioError
 from moesim.results.folder import to_jsonable
 from moesim.results.metrics import metric_problem
 from moesim.scenario import Scenario, expand_variants, load_scenario
-from moesim.sweep.grid import SweepError, expand_grid, grid_problem
+from moesim.sweep.grid import SweepError, check_size, expand_grid, grid_problem
 
 
 @dataclass(frozen=True)
@@ -219,8 +219,9 @@ def plan_sweep(
     ------
     ScenarioError
         (:class:`~moesim.sweep.grid.SweepError` for the grid, seeds and metric) every problem
-        of the grid, then of the points (each naming the first point that has it), then an
-        unknown or non-numeric metric: before anything runs or is written.
+        of the grid (more than :data:`~moesim.scenario.grid.MAX_SWEEP_POINTS` points, counted
+        before anything is expanded), then of the points (each naming the first point that has
+        it), then an unknown or non-numeric metric: before anything runs or is written.
     """
     spec = scenario.sweep
     merged = {**spec.grid, **(grid or {})}
@@ -228,6 +229,9 @@ def plan_sweep(
     given_keys = {key for group in given for key in group}
     groups = given + [list(group) for group in spec.zip if not given_keys & set(group)]
     seeds = spec.seeds if seeds is None else seeds
+    if seeds >= 1:
+        # Counted before anything is expanded or validated: at most MAX_SWEEP_POINTS points.
+        check_size(merged, groups, seeds, len(scenario.variants))
     combinations = expand_grid(merged, groups)
     points = sweep_points(scenario, combinations, seeds)
     # The scenario's own sweep.metric was checked with the scenario (file:line or --set).

@@ -198,6 +198,7 @@ def aggregate_table(result: SweepResult, max_rows: int = 40):
     rows.
     """
     from rich import box
+    from rich.markup import escape
     from rich.table import Table
 
     metric, rows = result.metric, result.aggregate
@@ -227,9 +228,10 @@ def aggregate_table(result: SweepResult, max_rows: int = 40):
         left = name == "variant"
         table.add_column(_header(name), overflow="fold", justify="left" if left else "right")
     for row in shown_rows:
-        cells = [format_value(row[key]) for key in result.parameters]
+        # Swept values and variant names are the user's text: shown as is, not as markup.
+        cells = [escape(format_value(row[key])) for key in result.parameters]
         if show_variant:
-            cells.append(str(row["variant"]))
+            cells.append(escape(str(row["variant"])))
         cells.append(str(row["n"]))
         mean, ci = row.get(f"{metric}_mean", math.nan), row.get(f"{metric}_ci95", math.nan)
         finite = mean is not None and math.isfinite(mean)
