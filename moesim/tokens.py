@@ -165,7 +165,7 @@ def make_stream(config, seed: np.random.SeedSequence) -> TokenStream:
     rng = np.random.default_rng(structure_seed)
     key = np.uint64(noise_seed.generate_state(1, np.uint64)[0])
     if config.source == "file":
-        trace, labels = load_trace(config.file, config.file_key)
+        trace, labels = load_trace(config.file, config.file_key, config.clusters)
         n_clusters = int(labels.max()) + 1 if labels is not None else 1
         return TokenStream(
             config,
@@ -265,6 +265,8 @@ class TraceError(ValueError):
         self.field = field
 
 
+#: The largest ``tokens.clusters`` (moesim.scenario.schema.TokensConfig; not imported: floor 3).
+MAX_CLUSTERS = 100_000
 #: Rows checked for NaN/inf at a time when validating a memory-mapped trace.
 _CHECK_ROWS = 65536
 
@@ -275,6 +277,8 @@ def _open_trace(path: Path, key: str | None, *, mmap: bool):
     With ``mmap`` a ``.npy`` file is memory-mapped rather than read (members of a ``.npz`` are
     always read).
     """
+    if path.is_dir():
+        raise TraceError(f"{path} is a folder; expected a .npy or .npz file")
     if not path.is_file():
         raise TraceError(f"trace file not found: {path}")
     try:
@@ -282,7 +286,13 @@ def _open_trace(path: Path, key: str | None, *, mmap: bool):
     except Exception as error:  # numpy raises several types for a corrupt file
         raise TraceError(f"{path}: not a readable .npy/.npz file ({error})") from None
     if not isinstance(loaded, np.lib.npyio.NpzFile):
-        return loaded, None
+        if key is not None:
+            raise TraceError(
+                f"{path}: tokens.file_key names an array in a .npz; a .npy holds one array "
+                "(remove file_key)",
+                field="file_key",
+            )
+        return _an_array(path, "embeddings", loaded), None
     with loaded:
         names = list(loaded.files)
         label_name = next((n for n in ("clusters", "labels") if n in names), None)
@@ -296,10 +306,25 @@ def _open_trace(path: Path, key: str | None, *, mmap: bool):
             key = candidates[0]
         if key not in names:
             raise TraceError(f"{path}: no array {key!r}; it holds {names}", field="file_key")
-        try:
-            return loaded[key], loaded[label_name] if label_name is not None else None
-        except Exception as error:
-            raise TraceError(f"{path}: array {key!r} is not readable ({error})") from None
+        embeddings = _read_member(path, loaded, key)
+        labels = _read_member(path, loaded, label_name) if label_name is not None else None
+        return embeddings, labels
+
+
+def _read_member(path: Path, loaded, name: str) -> np.ndarray:
+    """Array ``name`` of an open ``.npz``; TraceError if it cannot be read as an array."""
+    try:
+        member = loaded[name]
+    except Exception as error:  # object arrays (pickles), truncated or corrupt members
+        raise TraceError(f"{path}: array {name!r} is not readable ({error})") from None
+    return _an_array(path, repr(name), member)
+
+
+def _an_array(path: Path, what: str, member) -> np.ndarray:
+    # A .npz member whose name does not end in .npy is returned as raw bytes.
+    if not isinstance(member, np.ndarray):
+        raise TraceError(f"{path}: {what} is not a NumPy array (a .npz member not saved by NumPy)")
+    return member
 
 
 def _check_layout(path: Path, array: np.ndarray) -> None:
@@ -312,8 +337,11 @@ def _check_layout(path: Path, array: np.ndarray) -> None:
         raise TraceError(f"{path}: embeddings have dtype {array.dtype}; expected floats")
 
 
-def _check_values(path: Path, array: np.ndarray, labels: np.ndarray | None) -> None:
-    """Raise TraceError unless the embeddings are finite in float32 and the labels valid.
+def _check_values(
+    path: Path, array: np.ndarray, labels: np.ndarray | None, n_clusters: int | None
+) -> None:
+    """Raise TraceError unless the embeddings are finite in float32 and the labels valid
+    (below ``n_clusters`` when given).
 
     Finiteness is checked a block of rows at a time, so a memory-mapped trace is never held in
     memory whole (a float32 array is checked in place, without copies).
@@ -326,16 +354,37 @@ def _check_values(path: Path, array: np.ndarray, labels: np.ndarray | None) -> N
             row = start + int(np.argwhere(~finite)[0, 0])
             raise TraceError(f"{path}: embeddings contain NaN or inf (first at row {row})")
     if labels is not None:
-        if labels.shape != (array.shape[0],) or not np.issubdtype(labels.dtype, np.integer):
-            raise TraceError(
-                f"{path}: labels must be integers, one per row ({array.shape[0]}); "
-                f"got {labels.dtype} {labels.shape}"
-            )
-        if labels.min() < 0:
-            raise TraceError(f"{path}: labels must be non-negative")
+        _check_labels(path, labels, array.shape[0], n_clusters)
 
 
-def check_trace(path, key: str | None = None) -> tuple[int, int]:
+def _check_labels(path: Path, labels: np.ndarray, n_rows: int, n_clusters: int | None) -> None:
+    """Raise TraceError unless the labels are integers in ``[0, n_clusters)``, one per row.
+
+    Labels index per-cluster arrays: a label out of range would read outside them (a uint64
+    above 2**63 wraps to a negative index) or size them by the label (1e11 asks for terabytes).
+    """
+    if labels.shape != (n_rows,) or not np.issubdtype(labels.dtype, np.integer):
+        raise TraceError(
+            f"{path}: labels must be integers, one per row ({n_rows}); "
+            f"got {labels.dtype} {labels.shape}"
+        )
+    low, high = int(labels.min()), int(labels.max())  # Python ints: exact for uint64 too
+    if low < 0:
+        row = int(np.argmax(labels < 0))
+        raise TraceError(f"{path}: labels must be non-negative (got {low} at row {row})")
+    if n_clusters is not None and high >= n_clusters:
+        row = int(np.argmax(labels == labels.max()))
+        fix = (
+            f"set tokens.clusters: {high + 1} or more"
+            if high < MAX_CLUSTERS
+            else f"number the clusters from 0; there can be at most {MAX_CLUSTERS:,}"
+        )
+        raise TraceError(
+            f"{path}: label {high} at row {row} is not below tokens.clusters={n_clusters} ({fix})"
+        )
+
+
+def check_trace(path, key: str | None = None, n_clusters: int | None = None) -> tuple[int, int]:
     """Check a trace file as :func:`load_trace` would, without loading it; ``(rows, dim)``.
 
     Used when a scenario is validated, so that a bad trace is reported before anything runs.
@@ -343,16 +392,19 @@ def check_trace(path, key: str | None = None) -> tuple[int, int]:
     path = Path(path)
     array, labels = _open_trace(path, key, mmap=True)
     _check_layout(path, array)
-    _check_values(path, array, labels)
+    _check_values(path, array, labels, n_clusters)
     return int(array.shape[0]), int(array.shape[1])
 
 
-def load_trace(path, key: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+def load_trace(
+    path, key: str | None = None, n_clusters: int | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Read token embeddings (rows are tokens) from a ``.npy`` or ``.npz`` file.
 
     In a ``.npz``, ``key`` names the embeddings array (default: the only array, or the one that
     is not called ``clusters``/``labels``); an integer array ``clusters`` or ``labels`` of one
-    entry per row, if present, gives each token's domain.
+    entry per row, if present, gives each token's domain; with ``n_clusters`` (the scenario's
+    ``tokens.clusters``) every label must be below it.
 
     Returns
     -------
@@ -368,7 +420,7 @@ def load_trace(path, key: str | None = None) -> tuple[np.ndarray, np.ndarray | N
     array, labels = _open_trace(path, key, mmap=False)
     _check_layout(path, array)
     array = np.ascontiguousarray(array, dtype=np.float32)  # the one conversion
-    _check_values(path, array, labels)
+    _check_values(path, array, labels, n_clusters)
     if labels is not None:
         labels = labels.astype(np.int64)
     return array, labels

@@ -117,7 +117,8 @@ def test_variants_see_the_same_tokens(monkeypatch):
 
     def recording_generate(stream, step, n_tokens):
         tokens, clusters = generate(stream, step, n_tokens)
-        seen.append((step, tokens.tobytes(), clusters.tobytes()))
+        if n_tokens == BASE["tokens"]["tokens_per_step"]:  # not learning's held-out batches
+            seen.append((step, tokens.tobytes(), clusters.tobytes()))
         return tokens, clusters
 
     monkeypatch.setattr(engine.token_stream, "generate", recording_generate)
@@ -143,3 +144,70 @@ def test_variants_see_the_same_tokens(monkeypatch):
     per_variant = [seen[i : i + 5] for i in range(0, len(seen), 5)]
     assert len(per_variant) == 3 and [s for s, _, _ in per_variant[0]] == list(range(5))
     assert per_variant[0] == per_variant[1] == per_variant[2]
+
+
+# Labels index per-cluster arrays: every value is checked before anything is allocated or run.
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        (np.array([0, 1, 2**63 + 5], dtype=np.uint64), "label 9223372036854775813 at row 2"),
+        (np.array([0, 1, 10**11]), "label 100000000000 at row 2 is not below"),
+        (np.array([0, -1, 1]), "non-negative"),
+        (np.array([0, 1, 4], dtype=np.int8), r"label 4 at row 2 .*clusters: 5 or more"),
+        (np.array([0.0, 1.0, 2.0]), "labels must be integers"),
+        (np.array([True, False, True]), "labels must be integers"),
+        (np.array([0, 1]), r"one per row \(3\)"),
+    ],
+)
+def test_trace_labels_are_range_checked(tmp_path, labels, message):
+    path = tmp_path / "trace.npz"
+    np.savez(path, embeddings=np.zeros((3, 2), dtype=np.float32), clusters=labels)
+    for read in (ts.load_trace, ts.check_trace):
+        with pytest.raises(ts.TraceError, match=message):
+            read(path, None, 4)
+
+
+def test_trace_members_that_are_not_arrays_are_refused(tmp_path):
+    import io
+    import zipfile
+
+    rows = io.BytesIO()
+    np.save(rows, np.zeros((3, 2)))
+    path = tmp_path / "trace.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("embeddings.npy", rows.getvalue())
+        archive.writestr("clusters", b"0 1 2")  # not in .npy format: numpy returns the bytes
+    with pytest.raises(ts.TraceError, match="'clusters' is not a NumPy array"):
+        ts.check_trace(path)
+    np.savez(path, embeddings=np.zeros((3, 2)), clusters=np.array([0, 1, None], dtype=object))
+    with pytest.raises(ts.TraceError, match="'clusters' is not readable"):
+        ts.check_trace(path)
+
+
+def test_a_file_key_for_a_npy_and_a_folder_as_trace_are_refused(tmp_path):
+    np.save(tmp_path / "trace.npy", np.zeros((3, 2)))
+    with pytest.raises(ts.TraceError, match="remove file_key") as caught:
+        ts.check_trace(tmp_path / "trace.npy", "embeddings")
+    assert caught.value.field == "file_key"
+    with pytest.raises(ts.TraceError, match="is a folder"):
+        ts.check_trace(tmp_path)
+
+
+def test_a_run_of_a_trace_with_a_wrapping_label_exits_2_not_a_crash(tmp_path):
+    import subprocess
+    import sys
+
+    np.savez(
+        tmp_path / "trace.npz",
+        embeddings=np.zeros((8, 4), dtype=np.float32),
+        clusters=np.array([0, 1, 2, 3, 0, 1, 2, 2**63 + 5], dtype=np.uint64),
+    )
+    (tmp_path / "s.yaml").write_text(
+        "steps: 2\ntokens: {source: file, file: trace.npz, tokens_per_step: 8, seq_len: 8}\n"
+        "router: {experts: 4, top_k: 2}\n"
+    )
+    command = [sys.executable, "-m", "moesim", "run", "-q", "s.yaml", "-o", "out"]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert "s.yaml:2:" in done.stderr and "tokens.file" in done.stderr
+    assert not (tmp_path / "out").exists()

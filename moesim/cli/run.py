@@ -11,6 +11,7 @@ from rich import box
 from rich.table import Table
 
 from moesim.cli.common import (
+    EXIT_INVALID,
     EXIT_REFUSED,
     SetOption,
     cannot_write,
@@ -69,11 +70,28 @@ def summary_table(title: str, summaries: list[dict]) -> Table:
     return table
 
 
+def output_option(text: str | None) -> Path | None:
+    """The folder ``-o`` names (``~`` expanded), or None when not given; an empty path is
+    refused rather than taken as the current folder."""
+    if text is None:
+        return None
+    if not text.strip():
+        raise fail(
+            f"-o {text!r}: an empty path; give the results folder (-o . for this folder)",
+            EXIT_INVALID,
+        )
+    return Path(text).expanduser()
+
+
 def run(
     scenario: Annotated[Path, typer.Argument(help="Scenario YAML file.")],
     output: Annotated[
-        Path | None,
-        typer.Option("--output", "-o", help="Results folder (default results/<scenario name>)."),
+        str | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Results folder (default results/<scenario name>); ~ is your home folder.",
+        ),
     ] = None,
     set_: SetOption = None,
     steps: Annotated[int | None, typer.Option(help="Override the number of steps.")] = None,
@@ -87,8 +105,9 @@ def run(
     from moesim.results import OutputExistsError, default_output_dir
     from moesim.tokens import TraceError
 
+    chosen = output_option(output)
     resolved = load_or_exit(scenario, set_, steps, seed)
-    target = output if output is not None else default_output_dir(resolved)
+    target = chosen if chosen is not None else default_output_dir(resolved)
     try:
         with stop_on_interrupt() as stop_requested:
             result, target = run_scenario(
@@ -157,13 +176,28 @@ def init(
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
 ) -> None:
     """Write a commented example scenario to NAME.yaml."""
+    import re
+
     from moesim.results import write_atomic
     from moesim.scenario import example_scenario_yaml
+    from moesim.scenario.schema import NAME_PATTERN
 
     path = Path(name if name.endswith((".yaml", ".yml")) else f"{name}.yaml")
+    # The file's name is the scenario's: refuse one its own validate would reject.
+    if not name.strip() or not re.match(NAME_PATTERN, path.stem):
+        raise fail(
+            f"{name!r} is not a scenario name: use letters, digits and _ . + -, not starting "
+            "with . (e.g. moesim init my-scenario)",
+            EXIT_INVALID,
+        )
     if path.exists() and not force:
         raise fail(f"{path} exists; pass --force to overwrite it", EXIT_REFUSED)
-    write_atomic(path, example_scenario_yaml(path.stem))
+    try:
+        write_atomic(path, example_scenario_yaml(path.stem))
+    except OSError as error:
+        folder = path.parent if str(path.parent) != "." else Path.cwd()
+        reason = "no such folder" if not folder.is_dir() else error.strerror or str(error)
+        raise fail(f"cannot write {path}: {reason} ({folder})", EXIT_REFUSED) from None
     console.print(f"wrote [bold]{path}[/]; run it with: moesim run {path}", highlight=False)
 
 

@@ -19,6 +19,7 @@ from moesim.scenario import memory
 from moesim.scenario.schema import (
     AuxConfig,
     MetricsConfig,
+    OutputConfig,
     RouterConfig,
     Scenario,
     SweepConfig,
@@ -194,6 +195,46 @@ def _check_token_stream(tokens: TokensConfig, report: _Report) -> None:
         report.add(("tokens", "explicit_weights"), "must be non-negative with a positive sum")
 
 
+#: Settings that only one choice of another uses: (setting, the choosing setting, its values
+#: that use it). Set to anything but its default otherwise, it would be silently ignored.
+_USED_ONLY_WITH = (
+    ("file", "source", ("file",)),
+    ("file_key", "source", ("file",)),
+    ("file_order", "source", ("file",)),
+    ("dim", "source", ("clusters",)),
+    ("cluster_weights", "source", ("clusters",)),
+    ("separation", "source", ("clusters",)),
+    ("noise", "source", ("clusters",)),
+    ("seq_coherence", "source", ("clusters",)),
+    ("zipf_exponent", "cluster_weights", ("zipf",)),
+    ("dirichlet_alpha", "cluster_weights", ("dirichlet",)),
+    ("explicit_weights", "cluster_weights", ("explicit",)),
+)
+
+
+def _check_unused_settings(tokens: TokensConfig, report: _Report) -> None:
+    """No token setting is given where the stream would ignore it (a trap: it looks applied)."""
+    defaults = TokensConfig.model_fields
+    for name, chooser, users in _USED_ONLY_WITH:
+        chosen = getattr(tokens, chooser)
+        if chosen in users or getattr(tokens, name) == defaults[name].default:
+            continue
+        if chooser == "cluster_weights" and tokens.source != "clusters":
+            continue  # reported once, at cluster_weights or the setting itself
+        choice = " or ".join(users)
+        report.add(
+            ("tokens", name),
+            f"used only when tokens.{chooser} is {choice} (it is {chosen}), so it would be ignored",
+            f"set tokens.{chooser}: {users[0]}, or remove tokens.{name}",
+        )
+    if tokens.source == "file" and tokens.drift.kind != "none":
+        report.add(
+            ("tokens", "drift", "kind"),
+            "a replayed trace has no cluster weights to drift, so drift would be ignored",
+            "remove tokens.drift, or use source: clusters",
+        )
+
+
 def _check_trace_file(tokens: TokensConfig, report: _Report) -> tuple[int, int] | None:
     """A replayed trace is named and readable; its ``(rows, dim)``, or None."""
     if tokens.source != "file":
@@ -211,24 +252,24 @@ def _check_trace_file(tokens: TokensConfig, report: _Report) -> tuple[int, int] 
     from moesim.tokens import TraceError
 
     try:
-        return _check_trace_once(tokens.file, tokens.file_key)
+        return _check_trace_once(tokens.file, tokens.file_key, tokens.clusters)
     except TraceError as error:
         report.add(("tokens", error.field), str(error))
         return None
 
 
-def _check_trace_once(file: str, key: str | None) -> tuple[int, int]:
+def _check_trace_once(file: str, key: str | None, n_clusters: int) -> tuple[int, int]:
     """``moesim.tokens.check_trace``, once per file version (variants re-validate the base)."""
     stat = Path(file).stat() if Path(file).is_file() else None
     signature = (stat.st_size, stat.st_mtime_ns) if stat else None
-    return _checked_trace(file, key, signature)
+    return _checked_trace(file, key, n_clusters, signature)
 
 
 @functools.lru_cache(maxsize=16)
-def _checked_trace(file: str, key: str | None, signature) -> tuple[int, int]:
+def _checked_trace(file: str, key: str | None, n_clusters: int, signature) -> tuple[int, int]:
     from moesim.tokens import check_trace
 
-    return check_trace(file, key)
+    return check_trace(file, key, n_clusters)
 
 
 def _check_sweep_metric(sweep: SweepConfig, report: _Report) -> None:
@@ -270,23 +311,37 @@ def _check_published(scenario: Scenario, report: _Report) -> None:
 
 
 def _check_memory(scenario: Scenario, trace_shape, report: _Report) -> None:
-    """A run that cannot fit in memory should fail now, not after an hour of swapping."""
+    """A run that cannot fit in memory should fail now, not after an hour of swapping; the
+    problem is at the key of the largest part (:data:`memory.PART_FIXES`)."""
     needed = memory.estimated_memory(scenario, trace_shape)
     available = memory.physical_memory()
     if available is None or sum(needed.values()) <= 0.9 * available:
         return
     gib = 2.0**30
     parts = ", ".join(f"{name} {size / gib:.1f} GiB" for name, size in needed.items() if size)
-    if needed["records"] > needed["step"] + needed["trace"]:
-        path, hint = ("metrics", "record_every"), "record less often (a larger record_every)"
-    else:
-        path, hint = ("tokens", "tokens_per_step"), "route fewer tokens per step"
+    path, hint = memory.PART_FIXES[max(needed, key=needed.get)]
     report.add(
         path,
         f"the run would need about {sum(needed.values()) / gib:.1f} GiB ({parts}), more "
         f"than this machine's {available / gib:.1f} GiB",
         hint,
     )
+
+
+def _check_output(output: OutputConfig, report: _Report) -> None:
+    """``output.dir`` names a folder: not empty (the current folder by accident) and with any
+    ``~`` expanded (loading expands it; what is left is a ``~user`` with no such user)."""
+    if output.dir is None:
+        return
+    if not output.dir.strip():
+        report.add(
+            ("output", "dir"),
+            "an empty path",
+            "leave output.dir out (or null) for results/<name>, or write . for this folder",
+        )
+    elif output.dir.startswith("~"):
+        user = output.dir[1:].split("/", 1)[0]
+        report.add(("output", "dir"), f"cannot expand ~{user}: no such user", "write the path out")
 
 
 def _check_aux_losses(aux: AuxConfig, report: _Report) -> None:
@@ -366,9 +421,11 @@ def cross_problems(scenario: Scenario, source: Source, prefix=()) -> list[Proble
     report = _Report(source, prefix)
     _check_router(scenario.router, report)
     _check_token_stream(scenario.tokens, report)
+    _check_unused_settings(scenario.tokens, report)
     trace_shape = _check_trace_file(scenario.tokens, report)
     _check_sweep_metric(scenario.sweep, report)
     _check_published(scenario, report)
+    _check_output(scenario.output, report)
     _check_memory(scenario, trace_shape, report)
     _check_aux_losses(scenario.balance.aux, report)
     _check_aux_needs_learning(scenario, report)

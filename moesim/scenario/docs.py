@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import inspect
+import json
 import re
 import types
 import typing
@@ -13,7 +14,7 @@ from typing import Literal
 from pydantic import BaseModel
 
 from moesim.scenario.schema import NAME_PATTERN, PublishedPoint, Scenario
-from moesim.scenario.source import MAX_ALIASED_NODES, MAX_DEPTH
+from moesim.scenario.source import MAX_ALIASED_NODES, MAX_DEPTH, load_yaml_value
 
 
 def scenario_json_schema() -> dict:
@@ -111,11 +112,21 @@ def render_scenario_docs() -> str:
     return "\n".join(lines)
 
 
+def _yaml_text(text: str) -> str:
+    """``text`` as a YAML scalar that reads back as that text (quoted when YAML would read
+    ``-``, ``true``, ``1e3`` or ``010`` as something else)."""
+    try:
+        plain = load_yaml_value(text) == text
+    except Exception:  # not valid YAML on its own, or a number YAML 1.1 misreads
+        plain = False
+    return text if plain else json.dumps(text)
+
+
 def example_scenario_yaml(name: str = "scenario") -> str:
     """A commented example scenario (what ``moesim init`` writes)."""
     return f"""\
 # A moesim scenario: every key is optional (see docs/scenarios.md for all of them).
-name: {name}
+name: {_yaml_text(name)}
 seed: 0
 steps: 500                   # simulated steps (one global batch each)
 

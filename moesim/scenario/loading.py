@@ -7,6 +7,7 @@ a run steps through.
 from __future__ import annotations
 
 import copy
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,8 @@ def parse_override(text: str) -> tuple[tuple, Any]:
     try:
         value = load_yaml_value(raw) if raw.strip() else None
     except RefusedYAMLError as error:
-        raise ScenarioError([Problem(f"--set {text}", None, None, "", error.problem)]) from None
+        problem = Problem(f"--set {text}", None, None, "", error.problem, error.hint)
+        raise ScenarioError([problem]) from None
     except yaml.YAMLError:
         value = raw
     return tuple(key.split(".")), value
@@ -109,12 +111,18 @@ def deep_merge(base: dict, update: dict) -> dict:
 
 
 def _resolve_file(data, base_dir: Path | None) -> None:
-    """Make a relative ``tokens.file`` absolute against the scenario file's folder, in place."""
+    """Make a relative ``tokens.file`` absolute against the scenario file's folder, and expand
+    ``~`` in it and in ``output.dir``, in place (``output.dir`` stays relative to where moesim
+    runs)."""
     tokens = data.get("tokens") if isinstance(data, dict) else None
     if base_dir is not None and isinstance(tokens, dict) and isinstance(tokens.get("file"), str):
         file = Path(tokens["file"]).expanduser()
         if not file.is_absolute():
             tokens["file"] = str((base_dir / file).resolve())
+    output = data.get("output") if isinstance(data, dict) else None
+    if isinstance(output, dict) and isinstance(output.get("dir"), str):
+        # Not Path.expanduser: an unknown ~user stays as written, for the checks to refuse.
+        output["dir"] = os.path.expanduser(output["dir"])
 
 
 def _read_source(source) -> tuple[dict, dict, str | None, Path | None]:
@@ -171,6 +179,15 @@ def load_scenario(source, overrides=()) -> Scenario:
 # Variants
 
 
+#: Sections of the whole scenario, never of one variant (a variant's would be ignored): why.
+WHOLE_SCENARIO_ONLY = {
+    "variants": "variants do not nest",
+    "published": "published numbers belong to the scenario",
+    "output": "all variants go into the scenario's one results folder",
+    "sweep": "a sweep runs the whole scenario, every variant at every point",
+}
+
+
 def _expand(scenario: Scenario, data: dict, source: Source) -> list[tuple[str, Scenario]]:
     base = {key: value for key, value in data.items() if key != "variants"}
     expanded = []
@@ -185,10 +202,11 @@ def _expand(scenario: Scenario, data: dict, source: Source) -> list[tuple[str, S
         seen.setdefault(variant.name, index)
         overrides = variant.model_dump(exclude={"name"})
         # What only the whole scenario has: a variant setting it would be silently ignored.
-        whole_only = [key for key in ("variants", "published") if key in overrides]
+        whole_only = [key for key in WHOLE_SCENARIO_ONLY if key in overrides]
         for key in whole_only:
-            message = f"a variant cannot have {key}: give them in the scenario itself"
-            problems.append(source.problem((*where, key), message))
+            message = f"a variant cannot have {key}: {WHOLE_SCENARIO_ONLY[key]}"
+            hint = f"give {key} in the scenario itself, or run the variant as its own scenario"
+            problems.append(source.problem((*where, key), message, hint))
         if whole_only:
             continue
         merged = deep_merge(base, overrides)

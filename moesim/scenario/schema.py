@@ -380,7 +380,11 @@ class MetricsConfig(_Section):
 class OutputConfig(_Section):
     """Where results go."""
 
-    dir: str | None = Field(None, description="Results folder; null = results/<name>.")
+    dir: str | None = Field(
+        None,
+        description="Results folder, relative to where moesim runs; `~` is your home folder; "
+        "null = results/<name>. Not empty; `moesim run -o` overrides it.",
+    )
     save_loads: bool = Field(True, description="Write per-expert loads and biases (loads.npz).")
 
 

@@ -22,8 +22,16 @@ MAX_ALIASED_NODES = 100_000
 #: Nesting of mappings and lists; a scenario needs about six (variants[0].balance.aux.alpha[1]).
 MAX_DEPTH = 100
 
+#: Digits of the longest integer read; no setting is above 2**63 - 1 (19 digits). Python itself
+#: refuses to convert more than 4,300.
+MAX_INTEGER_DIGITS = 100
+
 _NULL_TAG = "tag:yaml.org,2002:null"
 _FLOAT_TAG = "tag:yaml.org,2002:float"
+_INT_TAG = "tag:yaml.org,2002:int"
+# YAML 1.1 integers that read as something other than what they look like: a leading zero is
+# octal (`010` is 8), colons are base 60 (`1:30` is 90).
+_OCTAL = re.compile(r"^[-+]?0[0-7_]+$")
 # YAML 1.1 floats, and also `1e-3` (YAML 1.1 insists on a dot: `1.0e-3`).
 _FLOAT = re.compile(
     r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
@@ -52,6 +60,58 @@ def _children(node: yaml.Node) -> list[yaml.Node]:
     if isinstance(node, yaml.MappingNode):
         return [child for pair in node.value for child in pair]
     return []
+
+
+def _integer_problem(text: str) -> tuple[str, str] | None:
+    """``(problem, hint)`` for a YAML integer that would be read as other than it looks."""
+    sign = "-" if text.startswith("-") else ""
+    digits = text.lstrip("+-").replace("_", "")
+    if len(digits) > MAX_INTEGER_DIGITS:
+        return (
+            f"an integer of {len(digits):,} digits; no setting takes more than 19",
+            "give a number within the setting's bounds (docs/scenarios.md)",
+        )
+    if ":" in text:
+        value = 0
+        for part in digits.split(":"):
+            value = value * 60 + int(part)
+        value = -value if sign else value
+        return (
+            f"{text} is a YAML 1.1 base-60 number ({value}), not a time or a ratio",
+            f"write {value} if that is meant, or quote it ('{text}') for text",
+        )
+    if _OCTAL.match(text):
+        value = int(sign + (digits.lstrip("0") or "0"), 8)
+        decimal = sign + (digits.lstrip("0") or "0")
+        octal = f" (or {value} for the octal value)" if str(value) != decimal else ""
+        return (
+            f"{text} has a leading zero, which YAML 1.1 reads as octal ({value})",
+            f"write {decimal} without the leading zero{octal}",
+        )
+    return None
+
+
+def integer_problems(node, prefix: tuple = ()) -> list[tuple[tuple, yaml.Mark, str, str]]:
+    """``(path, mark, problem, hint)`` of every integer of a composed node (keys included)
+    that YAML 1.1 would read as other than it looks, or that is absurdly long.
+
+    Checked on the nodes, before anything is built: a 5,000-digit integer cannot even be
+    converted.
+    """
+    found = []
+    if isinstance(node, yaml.ScalarNode) and node.tag == _INT_TAG:
+        problem = _integer_problem(node.value)
+        if problem is not None:
+            found.append((prefix, node.start_mark, *problem))
+    elif isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            path = (*prefix, key_node.value)
+            found += integer_problems(key_node, prefix)
+            found += integer_problems(value_node, path)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            found += integer_problems(item, (*prefix, index))
+    return found
 
 
 class ScenarioLoader(yaml.SafeLoader):
@@ -117,11 +177,17 @@ def load_yaml_value(text: str):
     Raises
     ------
     yaml.YAMLError
-        When ``text`` is not valid YAML; :class:`RefusedYAMLError` when it expands too far.
+        When ``text`` is not valid YAML; :class:`RefusedYAMLError` when it expands too far or
+        holds an integer YAML 1.1 reads as other than it looks (:func:`integer_problems`).
     """
     loader = ScenarioLoader(text)
     try:
-        return loader.get_single_data()
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        for _, mark, problem, hint in integer_problems(node)[:1]:
+            raise RefusedYAMLError(problem, mark, hint)
+        return loader.construct_document(node)
     finally:
         loader.dispose()
 
@@ -250,7 +316,8 @@ def read_yaml(path: Path) -> tuple[Any, dict]:
     ------
     ScenarioError
         When the file is missing, a folder, not UTF-8, empty, not valid YAML, expands too far
-        (:class:`ScenarioLoader`), or gives a key twice.
+        (:class:`ScenarioLoader`), holds an integer YAML 1.1 would misread
+        (:func:`integer_problems`), or gives a key twice.
     """
     text = _read_text(path)
     loader = ScenarioLoader(text)
@@ -269,6 +336,14 @@ def read_yaml(path: Path) -> tuple[Any, dict]:
         duplicates: list = []
         # Positions first: building the data rewrites merge keys (<<) in the nodes.
         marks = _marks(node, (), duplicates)
+        integers = integer_problems(node)
+        if integers:
+            raise ScenarioError(
+                [
+                    Problem(str(path), m.line + 1, m.column + 1, format_path(key), problem, hint)
+                    for key, m, problem, hint in integers
+                ]
+            )
         data = loader.construct_document(node)
     except yaml.YAMLError as error:
         raise ScenarioError([_yaml_problem(path, error)]) from None
