@@ -74,9 +74,11 @@ def test_errors_show_the_folder_as_given(tmp_path):
 
 def test_sweep_shows_the_folder_and_swept_text_as_given(scenario, tmp_path):
     folder = tmp_path / "sw" / MARKUP
-    outcome = invoke("sweep", scenario, "-g", "router.top_k=1,2", "-o", folder, "-q")
+    outcome = invoke("sweep", scenario, "-g", "description=a[/],b[bold]", "-o", folder, "-q")
     assert outcome.exit_code == 0, outcome.output
-    assert f"results in {folder}" in outcome.output.replace("\n", "")
+    flat = outcome.output.replace("\n", "")
+    assert f"results in {folder}" in flat
+    assert "a[/]" in flat and "b[bold]" in flat  # swept values in the table
     outcome = invoke("report", folder)
     assert outcome.exit_code == 0, outcome.output
     assert str(folder / "report.md") in outcome.output.replace("\n", "")
