@@ -14,22 +14,34 @@ interrupt during start-up exits 130 without a traceback.
 
 from __future__ import annotations
 
+import signal
 import sys
 
 #: ``moesim.cli.common.EXIT_INTERRUPTED``, here too: an interrupt may come before it is imported.
 _EXIT_INTERRUPTED = 130
+#: ``moesim.cli.common.EXIT_TERMINATED``: SIGTERM, handled like Ctrl-C.
+_EXIT_TERMINATED = 143
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM outside a command's own handling (start-up): stop as Ctrl-C does, exit 143."""
+
+
+def _terminate(signum, frame):
+    raise _Terminated
 
 
 def main() -> None:
     """Console-script entry point."""
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         from moesim.cli.commands import app
 
         app()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         # Plain write: rich itself may be what was loading when Ctrl-C came.
         sys.stderr.write("interrupted\n")
-        sys.exit(_EXIT_INTERRUPTED)
+        sys.exit(_EXIT_TERMINATED if isinstance(stop, _Terminated) else _EXIT_INTERRUPTED)
 
 
 def __getattr__(name: str):

@@ -57,6 +57,7 @@ def plot_command(
     ] = None,
 ) -> None:
     """Draw the figures of a results folder into RESULTS_DIR/figures/."""
+    _read_or_exit(results_dir)  # first: a damaged folder is refused before matplotlib loads
     from moesim.figures import FIGURES, FORMATS, write_figures
     from moesim.results import NotResultsError
 
@@ -67,7 +68,6 @@ def plot_command(
     unknown = [name for name in only or [] if name not in FIGURES]
     if unknown:
         raise fail(f"unknown figure {', '.join(unknown)}; choose from {', '.join(FIGURES)}")
-    _read_or_exit(results_dir)
     try:
         written = write_figures(results_dir, formats=formats, only=only, on_skip=_skipped)
     except NotResultsError as error:
@@ -86,9 +86,9 @@ def report_command(
     results_dir: Annotated[Path, typer.Argument(help="Results folder of `moesim run` or `sweep`.")],
 ) -> None:
     """Write a self-contained report.html and a report.md for a results folder."""
+    data = _read_or_exit(results_dir)  # first: a damaged folder is refused before matplotlib
     from moesim.report import write_report
 
-    data = _read_or_exit(results_dir)
     try:
         html_path, md_path = write_report(data)
     except OSError as error:
