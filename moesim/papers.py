@@ -115,7 +115,9 @@ def run_fidelity(
         if all(point.role == "pending" for point in scenario.published):
             rows += evaluate(scenario, [])  # nothing to measure yet: do not run it
             continue
-        plan = plan_sweep(scenario, grid={}, zip_groups=[], seeds=seeds)
+        # The runs do not depend on the published numbers: editing them keeps the stored runs.
+        runs_only = scenario.model_copy(update={"published": []})
+        plan = plan_sweep(runs_only, grid={}, zip_groups=[], seeds=seeds)
         output = Path(results_dir) / f"{scenario.name}-{plan.identity[:8]}"
         result = run_sweep(plan, output, jobs=jobs, progress=progress, figures=False)
         if result.partial:

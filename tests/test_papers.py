@@ -101,3 +101,19 @@ def test_command_refuses_bad_input(tmp_path):
     (tmp_path / "bad.yaml").write_text(PAPER.replace("variant: bias-1e-2", "variant: bias-1e2"))
     outcome = CliRunner().invoke(app, ["papers", str(tmp_path)])
     assert outcome.exit_code == 2 and "did you mean 'bias-1e-2'" in outcome.output
+
+
+def test_the_shipped_paper_scenarios_run_at_a_small_size(tmp_path):
+    """scenarios/papers/ end to end, shrunk: every published point gets a value or is pending."""
+    shrink = ["steps=12", "tokens.tokens_per_step=512", "learning.eval_tokens=64"]
+    rows, _ = run_fidelity(
+        Path("scenarios/papers"), seeds=1, overrides=shrink, results_dir=tmp_path
+    )
+    assert len(rows) >= 20
+    roles = {row.role for row in rows}
+    assert {"fit", "predicted", "pending"} <= roles
+    for row in rows:
+        if row.role == "pending":
+            assert row.verdict == "pending" and not row.values
+        else:
+            assert row.values and all(math.isfinite(v) for v in row.values), row.setting
