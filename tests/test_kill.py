@@ -39,12 +39,14 @@ def finished_variants(folder: Path) -> int:
     return max(counts)
 
 
-def start_and_kill(tmp_path: Path, signum: int) -> tuple[subprocess.Popen, str, str, Path]:
+def start_and_kill(
+    tmp_path: Path, signum: int, *options: str
+) -> tuple[subprocess.Popen, str, str, Path]:
     scenario = tmp_path / "killable.yaml"
     scenario.write_text(yaml.safe_dump(KILLABLE))
     out = tmp_path / "out"
     process = subprocess.Popen(
-        [sys.executable, "-m", "moesim", "run", str(scenario), "-o", str(out), "-q"],
+        [sys.executable, "-m", "moesim", "run", str(scenario), "-o", str(out), "-q", *options],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -102,3 +104,37 @@ def test_sigkill_at_any_moment_leaves_a_folder_that_reads_as_partial(tmp_path):
     plotted = CliRunner().invoke(app, ["plot", str(out)])
     assert plotted.exit_code == 0, plotted.output
     assert "partial" in plotted.output
+
+
+def test_a_force_rerun_killed_mid_way_leaves_the_old_complete_folder(tmp_path):
+    """--force writes the new run aside (in the folder's .moesim-staging-*) and moves it in
+    only at its end: killed before that, the folder still holds the old, complete run."""
+    out = tmp_path / "out"
+    old = dict(KILLABLE, steps=4, variants=KILLABLE["variants"][:2])
+    (tmp_path / "old.yaml").write_text(yaml.safe_dump(old))
+    done = CliRunner().invoke(app, ["run", str(tmp_path / "old.yaml"), "-o", str(out), "-q"])
+    assert done.exit_code == 0, done.output
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+
+    def staged_variants(folder: Path) -> int:
+        return len(list(folder.glob(".moesim-staging-*/variants.partial/*.json")))
+
+    scenario = tmp_path / "killable.yaml"
+    scenario.write_text(yaml.safe_dump(KILLABLE))
+    command = [sys.executable, "-m", "moesim", "run", str(scenario), "-o", str(out), "-q"]
+    process = subprocess.Popen([*command, "--force"], stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while staged_variants(out) < 1 and process.poll() is None:
+        assert time.monotonic() < deadline, "the rerun never finished a variant"
+        time.sleep(0.05)
+    process.kill()
+    process.wait(timeout=60)
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    data = load_results(out)
+    assert not data.partial and [v["variant"] for v in data.variants] == ["v0", "v1"]
+    # The next --force run clears what the killed one left.
+    again = CliRunner().invoke(
+        app, ["run", str(tmp_path / "old.yaml"), "-o", str(out), "-q", "--force"]
+    )
+    assert again.exit_code == 0, again.output
+    assert not list(out.glob(".moesim-staging-*")) and not load_results(out).partial
