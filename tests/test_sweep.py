@@ -418,6 +418,28 @@ def _die_on_top_k_2(payload: dict) -> dict:
             "summary": summary, "error": None}  # fmt: skip
 
 
+def _signal_state(payload: dict) -> dict:
+    """A stand-in for run_point: whether SIGINT was held back in this worker since it started."""
+    import signal
+
+    held = signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    summary = {"max_vio_global": float(held)}
+    return {**{k: payload[k] for k in ("id", "params", "seed", "variant")}, "status": "ok",
+            "summary": summary, "error": None}  # fmt: skip
+
+
+@pytest.mark.skipif(not hasattr(__import__("signal"), "pthread_sigmask"), reason="POSIX only")
+def test_workers_start_with_ctrl_c_held_back_and_the_parent_keeps_it():
+    # Ctrl-C reaches the whole process group: a worker still importing would print a traceback.
+    import signal
+
+    points = sweep_points(tiny(), expand_grid({"router.top_k": [1, 2]}), 1)
+    records = []
+    run_local(points, records.append, jobs=2, should_stop=None, task=_signal_state)
+    assert [r["summary"]["max_vio_global"] for r in records] == [1.0, 1.0]
+    assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+
+
 def test_a_worker_that_dies_fails_only_its_point():
     points = sweep_points(tiny(), expand_grid({"router.top_k": [1, 2, 3, 4]}), 1)
     records = []

@@ -37,6 +37,23 @@ def _init_worker() -> None:
     numba.set_num_threads(1)
 
 
+@contextlib.contextmanager
+def _sigint_held():
+    """SIGINT held back while workers are spawned: a worker inherits the signal mask, so a
+    Ctrl-C while it starts (and imports, before :func:`_init_worker`) cannot print a
+    traceback; the parent receives the signal once the workers are started, none is lost."""
+    import signal
+
+    if not hasattr(signal, "pthread_sigmask"):  # Windows: no signal masks
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def run_point(payload: dict) -> dict:
     """Run one point (in a worker); never raises: a failure comes back as its error text.
 
@@ -196,7 +213,9 @@ class _LocalPool:
             if self.running and (alone or any(a for _, a in self.running.values())):
                 break
             self.queue.popleft()
-            self.running[self.pool.submit(self.task, payload(point))] = (point, alone)
+            with _sigint_held():  # submit starts the workers
+                future = self.pool.submit(self.task, payload(point))
+            self.running[future] = (point, alone)
 
     def _collect(self, done: set) -> None:
         """Store finished points; after a worker died, retry the suspects one at a time."""
