@@ -8,6 +8,7 @@ several fields, each reported at the field to change.
 from __future__ import annotations
 
 import functools
+import math
 import re
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 from moesim.errors import Problem, ScenarioError, suggest
 from moesim.results.metrics import metric_problem
 from moesim.scenario import memory
+from moesim.scenario.grid import SweepError, check_size
 from moesim.scenario.schema import (
     AuxConfig,
     MetricsConfig,
@@ -191,8 +193,10 @@ def _check_token_stream(tokens: TokensConfig, report: _Report) -> None:
             ("tokens", "explicit_weights"),
             f"needs one weight per cluster ({tokens.clusters}), got {len(weights)}",
         )
-    elif min(weights) < 0 or sum(weights) <= 0:
-        report.add(("tokens", "explicit_weights"), "must be non-negative with a positive sum")
+    elif min(weights) < 0 or not 0 < sum(weights) < math.inf:
+        report.add(
+            ("tokens", "explicit_weights"), "must be non-negative with a positive, finite sum"
+        )
 
 
 #: Settings that only one choice of another uses: (setting, the choosing setting, its values
@@ -278,6 +282,19 @@ def _check_sweep_metric(sweep: SweepConfig, report: _Report) -> None:
         problem = metric_problem(sweep.metric)
         if problem is not None:
             report.add(("sweep", "metric"), *problem)
+
+
+def _check_sweep_grid(scenario: Scenario, report: _Report) -> None:
+    """``sweep.grid`` reads as values and stays within the limit on points (counted only)."""
+    sweep = scenario.sweep
+    if report.prefix or not sweep.grid:
+        return
+    try:
+        check_size(sweep.grid, sweep.zip, sweep.seeds, len(scenario.variants))
+    except SweepError as error:
+        for problem in error.problems:
+            at = ("grid", problem.path) if problem.path in sweep.grid else ("grid",)
+            report.add(("sweep", *at), problem.message)
 
 
 def _check_published(scenario: Scenario, report: _Report) -> None:
@@ -424,6 +441,7 @@ def cross_problems(scenario: Scenario, source: Source, prefix=()) -> list[Proble
     _check_unused_settings(scenario.tokens, report)
     trace_shape = _check_trace_file(scenario.tokens, report)
     _check_sweep_metric(scenario.sweep, report)
+    _check_sweep_grid(scenario, report)
     _check_published(scenario, report)
     _check_output(scenario.output, report)
     _check_memory(scenario, trace_shape, report)
