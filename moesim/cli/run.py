@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from rich import box
+from rich.markup import escape
 from rich.table import Table
 
 from moesim.cli.common import (
@@ -23,7 +24,12 @@ from moesim.cli.common import (
 )
 from moesim.results.metrics import format_metric
 
-VERDICT_STYLE = {"balanced": "green", "imbalanced": "yellow", "collapsed": "bold red"}
+VERDICT_STYLE = {
+    "balanced": "green",
+    "imbalanced": "yellow",
+    "collapsed": "bold red",
+    "diverged": "bold magenta",
+}
 #: Columns of the summary table: (summary metric, header, decimals or None for the metric's
 #: default). The headers are short and tiny values are rounded (``0.000``, not ``4.00e-04``), so
 #: the table fits 80 columns; values are formatted by :func:`moesim.results.metrics.format_metric`,
@@ -43,9 +49,12 @@ DROP_COLUMNS = ("drop_rate", "token_drop_rate")
 
 
 def summary_table(title: str, summaries: list[dict]) -> Table:
-    """One row per variant: balance, drops (when a capacity is set), convergence, verdict."""
+    """One row per variant: balance, drops (when a capacity is set), convergence, verdict.
+
+    ``title`` and the variant names are shown as given (escaped, not read as rich markup).
+    """
     table = Table(
-        title=title,
+        title=escape(title),
         title_style="bold",
         header_style="bold",
         box=box.SIMPLE_HEAD,
@@ -63,7 +72,7 @@ def summary_table(title: str, summaries: list[dict]) -> Table:
         style = VERDICT_STYLE.get(s["verdict"], "")
         partial = " [dim](partial)[/]" if s.get("partial") else ""
         table.add_row(
-            s["variant"] + partial,
+            escape(str(s["variant"])) + partial,
             *(format_metric(n, s.get(n), digits, scientific=False) for n, _, digits in columns),
             f"[{style}]{s['verdict']}[/]" if style else s["verdict"],
         )
@@ -130,7 +139,14 @@ def run(
         from moesim.cli.figures import plot_after_run
 
         plot_after_run(target)
-    console.print(f"results in [bold]{target}[/]", highlight=False)
+    for s in result.variants:
+        if s.summary["verdict"] == "diverged":
+            errors.print(
+                f"[bold magenta]diverged:[/] {escape(str(s.summary['variant']))}: "
+                f"{escape(s.summary['verdict_reason'])}",
+                highlight=False,
+            )
+    console.print(f"results in [bold]{escape(str(target))}[/]", highlight=False)
     if result.partial:
         errors.print(
             "[yellow]interrupted:[/] kept the finished steps and variants, marked partial in "
@@ -152,7 +168,11 @@ def validate(
     resolved = load_or_exit(scenario, set_)
     console.print(Syntax(dump_yaml(resolved), "yaml", background_color="default"))
     names = [name for name, _ in expand_variants(resolved)]
-    console.print(f"[green]valid:[/] {scenario} ({len(names)} variant(s): {', '.join(names)})")
+    console.print(
+        f"[green]valid:[/] {escape(str(scenario))} "
+        f"({len(names)} variant(s): {escape(', '.join(names))})",
+        highlight=False,
+    )
 
 
 def schema(
@@ -198,7 +218,8 @@ def init(
         folder = path.parent if str(path.parent) != "." else Path.cwd()
         reason = "no such folder" if not folder.is_dir() else error.strerror or str(error)
         raise fail(f"cannot write {path}: {reason} ({folder})", EXIT_REFUSED) from None
-    console.print(f"wrote [bold]{path}[/]; run it with: moesim run {path}", highlight=False)
+    shown = escape(str(path))
+    console.print(f"wrote [bold]{shown}[/]; run it with: moesim run {shown}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:
