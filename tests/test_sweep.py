@@ -702,3 +702,18 @@ def test_a_sweep_that_cannot_write_exits_1_like_run(tmp_path):
     assert "cannot write the results folder" in outcome.output
     outcome = CliRunner().invoke(moesim_app, ["run", str(path), "-o", str(target)])
     assert outcome.exit_code == 1, outcome.output
+
+
+def test_the_sweep_folder_is_read_as_run_reads_it(tmp_path, monkeypatch):
+    # -o '' is refused (not the current folder); ~ is the home folder, not a folder named "~".
+    path = tmp_path / "tiny.yaml"
+    path.write_text(json.dumps(TINY))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    arguments = ["sweep", str(path), "-g", "router.top_k=1,2", "-q"]
+    outcome = CliRunner().invoke(moesim_app, [*arguments, "-o", ""])
+    assert outcome.exit_code == 2 and "empty path" in outcome.output
+    assert not (tmp_path / "sweep.csv").exists()
+    outcome = CliRunner().invoke(moesim_app, [*arguments, "-o", "~/s"])
+    assert outcome.exit_code == 0, outcome.output
+    assert (tmp_path / "home" / "s" / "sweep.csv").is_file() and not (tmp_path / "~").exists()

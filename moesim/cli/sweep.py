@@ -25,6 +25,7 @@ from moesim.cli.common import (
     load_or_exit,
     stop_on_interrupt,
 )
+from moesim.cli.run import output_option
 
 GridOption = Annotated[
     list[str] | None,
@@ -80,8 +81,12 @@ BaseSetOption = Annotated[
 ]
 StepsOption = Annotated[int | None, typer.Option(help="Override the number of steps.")]
 OutputOption = Annotated[
-    Path | None,
-    typer.Option("--output", "-o", help="Results folder (default results/<name>-sweep)."),
+    str | None,
+    typer.Option(
+        "--output",
+        "-o",
+        help="Results folder (default results/<name>-sweep); ~ is your home folder.",
+    ),
 ]
 ForceOption = Annotated[
     bool, typer.Option("--force", help="Start over, replacing results in the folder.")
@@ -117,6 +122,7 @@ def sweep_command(
     )
 
     _check_executor(executor, address)
+    chosen = output_option(output)  # as `moesim run`: -o '' refused, ~ expanded
     base = load_or_exit(scenario, set_, steps)
     try:
         plan = plan_sweep(
@@ -131,7 +137,7 @@ def sweep_command(
         raise fail(str(error)) from None
     if not quiet:
         _announce(plan, jobs, executor)
-    target = output if output is not None else default_sweep_dir(base)
+    target = chosen if chosen is not None else default_sweep_dir(base)
     try:
         with stop_on_interrupt() as stop_requested:
             result = run_sweep(
