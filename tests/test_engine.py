@@ -95,8 +95,11 @@ def test_should_stop_marks_partial_and_keeps_finished_steps():
 
 
 def test_learning_router_moves_and_reports_quality():
+    # moesim 0.1's reward reports quality (the calibrated default reports eval_loss instead).
+    learning = {"learning.reward": "competence_affinity", "learning.optimizer": "sgd"}
     result = simulate_variant(
-        scenario(**{"learning.enabled": True, "learning.rate": 10.0, "steps": 30}), "learn"
+        scenario(**{"learning.enabled": True, "learning.rate": 10.0, "steps": 30, **learning}),
+        "learn",
     )
     quality = result.history["quality"]
     assert np.isfinite(quality).all() and (quality >= 0).all()
@@ -238,8 +241,11 @@ def test_the_engine_takes_the_reward_model_from_the_registry(monkeypatch):
     assert ConstantReward.calls.count("rewards") == ConstantReward.calls.count("observe") == 10
     # Every chosen expert earns 1, so the weight-averaged quality is exactly 1.
     np.testing.assert_allclose(result.history["quality"], 1.0)
-    default = simulate_variant(learning, "default")
-    assert (default.history["quality"] < 1).all()
+    # A reward model with a quality of its own (not the calibrated default's eval_loss).
+    affinity = scenario(
+        **{"learning.enabled": True, "steps": 10, "learning.reward": "competence_affinity"}
+    )
+    assert (simulate_variant(affinity, "affinity").history["quality"] < 1).all()
 
 
 def learning_scenario(**overrides):
