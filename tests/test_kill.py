@@ -5,6 +5,7 @@ has finished some variants, and its folder must then read as partial."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -138,3 +139,21 @@ def test_a_force_rerun_killed_mid_way_leaves_the_old_complete_folder(tmp_path):
     )
     assert again.exit_code == 0, again.output
     assert not list(out.glob(".moesim-staging-*")) and not load_results(out).partial
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_a_forked_worker_still_dies_of_sigterm():
+    """Pool workers forked inside stop_on_interrupt inherit its handler; SIGTERM must still end
+    them (a pool stops its workers so), not ask them to finish their step."""
+    from moesim.cli.common import stop_on_interrupt
+
+    with stop_on_interrupt() as stop_requested:
+        child = os.fork()
+        if child == 0:  # the worker
+            time.sleep(30)
+            os._exit(0)
+        time.sleep(0.2)
+        os.kill(child, signal.SIGTERM)
+        _, status = os.waitpid(child, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM
+    assert not stop_requested()

@@ -4,6 +4,7 @@ scenario into a clean exit, and Ctrl-C handling."""
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import threading
 from pathlib import Path
@@ -87,7 +88,15 @@ def stop_on_interrupt():
     signals = (signal.SIGINT, signal.SIGTERM)
     on_main_thread = threading.current_thread() is threading.main_thread()
 
+    owner = os.getpid()
+
     def handler(signum, frame):
+        if os.getpid() != owner:
+            # A forked worker (a sweep's process pool) inherited this handler: it must still
+            # die of SIGTERM, or the pool could not stop it.
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
         if request.event.is_set():
             restore()
             raise KeyboardInterrupt
