@@ -37,18 +37,23 @@ class Fuzz:
         (case / "work" / "home").mkdir(parents=True)
         return case
 
-    def run(self, family: str, argv: list[str], case: Path, inputs: dict) -> Outcome:
+    def run(
+        self, family: str, argv: list[str], case: Path, inputs: dict, record: bool = True
+    ) -> Outcome:
+        """Run a case; with ``record=False`` the caller adds checks, then records it."""
         start = time.perf_counter()
         outcome = run_case(self.worker, family, argv, case, inputs)
-        self.record(outcome, time.perf_counter() - start)
+        outcome.seconds = time.perf_counter() - start
+        if record:
+            self.record(outcome)
         return outcome
 
-    def record(self, outcome: Outcome, seconds: float) -> None:
+    def record(self, outcome: Outcome) -> None:
         self.outcomes.append(outcome)
         counts = COUNTS.setdefault(outcome.family, [0, 0, 0.0, Counter()])
         counts[0] += 1
         counts[1] += bool(outcome.violations)
-        counts[2] += seconds
+        counts[2] += outcome.seconds
         counts[3][outcome.reply.get("exit_code", "died")] += 1
         if LOG and sum(c[0] for c in COUNTS.values()) % 100 == 0:
             with open(f"{LOG}.progress", "w") as progress:

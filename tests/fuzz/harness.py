@@ -113,6 +113,7 @@ class Outcome:
     reply: dict
     violations: list[str] = field(default_factory=list)
     inputs: dict = field(default_factory=dict)
+    seconds: float = 0.0
 
     def describe(self) -> str:
         reply = self.reply
