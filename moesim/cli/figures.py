@@ -36,7 +36,7 @@ def _read_or_exit(results_dir: Path):
         raise fail(str(error)) from None
     note = data.partial_note()
     if note is not None:
-        errors.print(f"[yellow]note:[/] {escape(str(data.path))} holds a {escape(note)}",
+        errors.print(f"[yellow]note:[/] {escape(str(data.path))} is {escape(note)}",
                      highlight=False)  # fmt: skip
     return data
 
