@@ -307,9 +307,12 @@ def _check_published(scenario: Scenario, report: _Report) -> None:
     names = [v.name for v in scenario.variants] or [scenario.name]
     for index, point in enumerate(scenario.published):
         at = ("published", index)
-        problem = metric_problem(point.metric)
-        if problem is not None:
-            report.add((*at, "metric"), *problem)
+        for key in ("metric", "divide_by"):
+            problem = metric_problem(getattr(point, key)) if getattr(point, key) else None
+            if problem is not None:
+                report.add((*at, key), *problem)
+        if point.compare != "difference" and point.relative_to is None:
+            report.add((*at, "compare"), f"compare: {point.compare} needs relative_to")
         trend = point.expect in ("increasing", "decreasing")
         if not trend and point.variant is None and scenario.variants:
             report.add((*at, "variant"), "name the variant this number is for", names[0])
