@@ -16,8 +16,6 @@ LOG = os.environ.get("MOESIM_FUZZ_LOG")
 #: (so that it stays green) and run by ``make fuzz``. Remove a name once its class is fixed.
 #: "control", "NUL", "random bytes": control characters in a scenario file (PyYAML's
 #: ReaderError escapes as a traceback); also keeps them out of generated text values.
-#: "figures as file": a results folder whose figures/ is a file (class 7: plot and report
-#: give a FileExistsError traceback).
 #: "init name too long": `moesim init` with a 300-character name (class 13: OSError traceback).
 #: "sweep -o ~": `moesim sweep -o ~/x` makes a literal ./~/x (class 10, sweep side).
 #: "nested": a file nested thousands of levels deep is refused in 0.6-1.0 s on an idle machine
@@ -32,7 +30,6 @@ OPEN_IN_SUITE: set[str] = {
     "random bytes",
     "control",
     "NUL",
-    "figures as file",
     "init name too long",
 }
 
