@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from moesim.kernels.numerics import NORMALIZE_EPS
+from moesim.kernels.numerics import NORM_EPS, NORMALIZE_EPS
 
 
 def sigmoid(z):
@@ -201,7 +201,7 @@ def numerical_gradient(function, logits, step=1e-6):
 def capacity_match(tokens, competence, knowledge):
     """``q`` (T, E) of the capacity_nats model: ``c_e * max(0, <x_t/|x_t|, k_e>)``."""
     tokens = np.asarray(tokens, dtype=np.float64)
-    unit = tokens / (np.linalg.norm(tokens, axis=1, keepdims=True) + 1e-30)
+    unit = tokens / (np.linalg.norm(tokens, axis=1, keepdims=True) + NORM_EPS)
     return competence[None, :] * np.maximum(0.0, unit @ knowledge.T)
 
 
@@ -222,7 +222,7 @@ def capacity_token_losses(
 def capacity_observe(knowledge, processed, tokens, indices, keep, ema):
     """One ``observe`` of the capacity_nats model: unnormalised EMA of mean unit directions."""
     tokens = np.asarray(tokens, dtype=np.float64)
-    unit = tokens / (np.linalg.norm(tokens, axis=1, keepdims=True) + 1e-30)
+    unit = tokens / (np.linalg.norm(tokens, axis=1, keepdims=True) + NORM_EPS)
     knowledge = knowledge.copy()
     counts = np.zeros(knowledge.shape[0])
     sums = np.zeros_like(knowledge)

@@ -20,7 +20,7 @@ from moesim.engine import (
     simulate_variant,
     summarize,
 )
-from moesim.kernels.learning import REWARD_MODELS
+from moesim.kernels.rewards import REWARD_MODELS
 from moesim.kernels.step import NO_CAPACITY
 from moesim.results import HISTORY_COLUMNS, OutputExistsError
 from moesim.results.verdict import VERDICTS, verdict

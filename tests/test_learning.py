@@ -15,13 +15,12 @@ from moesim._jit import n_chunks_for
 from moesim.errors import ScenarioError
 from moesim.kernels.learning import (
     AUX_CODES,
-    REWARD_MODELS,
-    CompetenceAffinityReward,
     _aux_counts,
     _router_gradient,
     aux_coefficients,
     combined_aux_coefficients,
 )
+from moesim.kernels.rewards import REWARD_MODELS, CompetenceAffinityReward
 from moesim.kernels.routing import SCORE_CODES
 from moesim.scenario import AuxConfig, LearningConfig, MetricsConfig, load_scenario
 
@@ -260,7 +259,9 @@ def problems_of(tmp_path, text):
 def test_reward_names_are_the_registered_models():
     names = typing.get_args(LearningConfig.model_fields["reward"].annotation)
     assert set(names) == set(REWARD_MODELS)
-    assert load_scenario({}).learning.reward == "capacity_nats"  # the calibrated model (docs/model.md §5.1)
+    assert (
+        load_scenario({}).learning.reward == "capacity_nats"
+    )  # the calibrated model (docs/model.md §5.1)
 
 
 def test_an_unknown_reward_model_is_a_problem_with_a_suggestion(tmp_path):

@@ -7,7 +7,6 @@ import pytest
 
 from moesim import reference_learning as ref
 from moesim import route
-from moesim.kernels.learning import REWARD_MODELS, CapacityNatsLoss
 from moesim.kernels.optimizer import (
     AdamW,
     GradientDescent,
@@ -15,6 +14,7 @@ from moesim.kernels.optimizer import (
     make_optimizer,
     reference_adamw,
 )
+from moesim.kernels.rewards import REWARD_MODELS, CapacityNatsLoss
 from moesim.kernels.routing import SCORE_CODES
 from moesim.scenario import LearningConfig
 from tests.test_learning import kernel_logit_gradient

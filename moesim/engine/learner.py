@@ -10,7 +10,6 @@ import numpy as np
 from moesim import tokens as token_stream
 from moesim._jit import n_chunks_for
 from moesim.kernels.learning import (
-    REWARD_MODELS,
     _aux_counts,
     _router_gradient,
     combined_aux_coefficients,
@@ -19,6 +18,7 @@ from moesim.kernels.learning import (
 from moesim.kernels.logits import router_logits
 from moesim.kernels.numerics import NORM_EPS
 from moesim.kernels.optimizer import learning_rate_at, make_optimizer
+from moesim.kernels.rewards import REWARD_MODELS
 from moesim.kernels.routing import SCORE_SIGMOID, SCORE_SOFTMAX, RouterSpec
 from moesim.kernels.step import NO_CAPACITY, run_routing_step
 

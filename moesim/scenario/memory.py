@@ -82,7 +82,7 @@ def _step_bytes(scenario: Scenario, dim: int) -> int:
 
 
 def _learning_step_bytes(scenario: Scenario, dim: int, n_chunks: int) -> int:
-    """engine/learner.py and kernels/learning.py: one learning step's arrays."""
+    """engine/learner.py, kernels/learning.py and kernels/rewards.py: one learning step's arrays."""
     tokens, n_experts, top_k = scenario.tokens, scenario.router.experts, scenario.router.top_k
     n_tokens = tokens.tokens_per_step
     # Rewards, and at a recorded step the weights as float64 and their products; best rewards.

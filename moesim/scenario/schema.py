@@ -279,7 +279,7 @@ class LearningConfig(_Section):
     )
     reward: Literal["capacity_nats", "competence_affinity"] = Field(
         "capacity_nats",
-        description="What the router learns from (moesim.kernels.learning.REWARD_MODELS): "
+        description="What the router learns from (moesim.kernels.rewards.REWARD_MODELS): "
         "capacity_nats = the loss in nats of the routed mixture, experts of finite capacity, "
         "measured on held-out tokens (docs/model.md §5.1); competence_affinity = moesim 0.1's "
         "unitless reward, competence (rich get richer) x affinity to the expert's specialty.",
