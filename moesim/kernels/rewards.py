@@ -120,13 +120,13 @@ class RewardModel(Protocol):
         ...
 
 
-class CompetenceAffinityReward:
-    """docs/model.md §5: ``r_ti = competence_i * affinity_ti`` (a :class:`RewardModel`).
-
-    ``competence_i = 1 - exp(-N_i / competence_tokens)`` with ``N_i`` the tokens expert ``i``
-    has processed (rich get richer); ``affinity_ti = (1 + cos(x_t, m_i)) / 2`` with ``m_i`` an
-    EMA (rate ``knowledge_ema``) of the unit directions of the tokens it processed.
+class _ExpertMemory:
+    """What both models remember of each expert: the tokens it was trained on (its competence)
+    and its knowledge, an EMA (rate ``knowledge_ema``) of the unit directions of its kept tokens.
     """
+
+    #: Norm of an untrained expert's random knowledge direction.
+    INITIAL_KNOWLEDGE = 1.0
 
     def __init__(
         self,
@@ -141,15 +141,43 @@ class CompetenceAffinityReward:
         self.processed = np.zeros(n_experts, dtype=np.float64)
         self._chunk_sums: np.ndarray | None = None  # observe's scratch, kept between steps
         knowledge = rng.standard_normal((n_experts, dim))
-        self.knowledge = knowledge / np.linalg.norm(knowledge, axis=1, keepdims=True)
+        self.knowledge = (
+            self.INITIAL_KNOWLEDGE * knowledge / np.linalg.norm(knowledge, axis=1, keepdims=True)
+        )
+
+    @property
+    def competence(self) -> np.ndarray:
+        """``1 - exp(-N_i / competence_tokens)`` (E,): grows with the tokens trained on."""
+        return -np.expm1(-self.processed / self.competence_tokens)
+
+    def _moved_knowledge(self, tokens, indices, keep, kept_counts):
+        """The experts that kept tokens this step (E,) bool, and their knowledge moved toward
+        the mean unit direction of those tokens (A, d), not yet stored."""
+        n_experts, dim = self.knowledge.shape
+        chunk_sums = self._chunk_sums = reusable_zeros(
+            self._chunk_sums, (n_chunks_for(tokens.shape[0]), n_experts, dim)
+        )
+        _token_direction_sums(tokens, indices, keep, chunk_sums)
+        sums = chunk_sums.sum(axis=0)
+        active = kept_counts > 0
+        mean_direction = sums[active] / kept_counts[active, None]
+        moved = (1 - self.knowledge_ema) * self.knowledge[active] + (
+            self.knowledge_ema * mean_direction
+        )
+        return active, moved
+
+
+class CompetenceAffinityReward(_ExpertMemory):
+    """docs/model.md §5: ``r_ti = competence_i * affinity_ti`` (a :class:`RewardModel`).
+
+    ``competence_i = 1 - exp(-N_i / competence_tokens)`` with ``N_i`` the tokens expert ``i``
+    has processed (rich get richer); ``affinity_ti = (1 + cos(x_t, m_i)) / 2`` with ``m_i`` an
+    EMA (rate ``knowledge_ema``) of the unit directions of the tokens it processed.
+    """
 
     @classmethod
     def from_config(cls, n_experts, dim, learning, rng) -> CompetenceAffinityReward:
         return cls(n_experts, dim, learning.competence_tokens, learning.knowledge_ema, rng)
-
-    @property
-    def competence(self) -> np.ndarray:
-        return -np.expm1(-self.processed / self.competence_tokens)
 
     def rewards(self, tokens, indices, keep) -> np.ndarray:
         out = np.empty(indices.shape, dtype=np.float64)
@@ -162,19 +190,9 @@ class CompetenceAffinityReward:
         return out
 
     def observe(self, tokens, indices, keep, kept_counts) -> None:
-        n_experts, dim = self.knowledge.shape
-        chunk_sums = self._chunk_sums = reusable_zeros(
-            self._chunk_sums, (n_chunks_for(tokens.shape[0]), n_experts, dim)
-        )
-        _token_direction_sums(tokens, indices, keep, chunk_sums)
-        sums = chunk_sums.sum(axis=0)
-        active = kept_counts > 0
-        mean_direction = sums[active] / kept_counts[active, None]
-        updated = (1 - self.knowledge_ema) * self.knowledge[active] + (
-            self.knowledge_ema * mean_direction
-        )
-        norms = np.linalg.norm(updated, axis=1, keepdims=True)
-        self.knowledge[active] = updated / np.maximum(norms, NORM_EPS)
+        active, moved = self._moved_knowledge(tokens, indices, keep, kept_counts)
+        norms = np.linalg.norm(moved, axis=1, keepdims=True)
+        self.knowledge[active] = moved / np.maximum(norms, NORM_EPS)
         self.processed += kept_counts
 
 
@@ -222,7 +240,7 @@ def _capacity_best(tokens, competence, knowledge, sensitivity, best):
             best[t] = sensitivity * highest
 
 
-class CapacityNatsLoss:
+class CapacityNatsLoss(_ExpertMemory):
     """model.md 5.1: the LM loss of the routed mixture in nats, experts of finite capacity.
 
     A token ``t`` routed to experts ``i_1..i_K`` with gate weights ``w`` (the router's own,
@@ -260,15 +278,8 @@ class CapacityNatsLoss:
         routing_sensitivity: float,
         rng: np.random.Generator,
     ):
-        self.competence_tokens = float(competence_tokens)
-        self.knowledge_ema = float(knowledge_ema)
+        super().__init__(n_experts, dim, competence_tokens, knowledge_ema, rng)
         self.sensitivity = float(routing_sensitivity)
-        self.processed = np.zeros(n_experts, dtype=np.float64)
-        self._chunk_sums: np.ndarray | None = None
-        knowledge = rng.standard_normal((n_experts, dim))
-        self.knowledge = (
-            self.INITIAL_KNOWLEDGE * knowledge / np.linalg.norm(knowledge, axis=1, keepdims=True)
-        )
 
     @classmethod
     def from_config(cls, n_experts, dim, learning, rng) -> CapacityNatsLoss:
@@ -280,10 +291,6 @@ class CapacityNatsLoss:
             learning.routing_sensitivity,
             rng,
         )
-
-    @property
-    def competence(self) -> np.ndarray:
-        return -np.expm1(-self.processed / self.competence_tokens)
 
     def rewards(self, tokens, indices, keep) -> np.ndarray:
         out = np.empty(indices.shape, dtype=np.float64)
@@ -304,18 +311,9 @@ class CapacityNatsLoss:
         return self.sensitivity - mixture
 
     def observe(self, tokens, indices, keep, kept_counts) -> None:
-        n_experts, dim = self.knowledge.shape
-        chunk_sums = self._chunk_sums = reusable_zeros(
-            self._chunk_sums, (n_chunks_for(tokens.shape[0]), n_experts, dim)
-        )
-        _token_direction_sums(tokens, indices, keep, chunk_sums)
-        sums = chunk_sums.sum(axis=0)
-        active = kept_counts > 0
-        mean_direction = sums[active] / kept_counts[active, None]
+        active, moved = self._moved_knowledge(tokens, indices, keep, kept_counts)
         # No renormalisation: the knowledge's length is what the expert can do for each domain.
-        self.knowledge[active] = (1 - self.knowledge_ema) * self.knowledge[active] + (
-            self.knowledge_ema * mean_direction
-        )
+        self.knowledge[active] = moved
         self.processed += kept_counts
 
 
