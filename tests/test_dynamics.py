@@ -1,5 +1,8 @@
 """The behaviour the model must reproduce (docs/model.md §8), on the shipped scenarios.
 
+The calibrated model (the default) at reduced size; moesim 0.1's model, still selectable, in the
+bias-rate study of docs/model.md §8.2.
+
 Reduced sizes where the behaviour already shows; the bias-rate study needs the full run length
 (too slow a rate is only distinguishable from the right one once the right one has converged) and
 several seeds (only what holds at every seed is asserted).
@@ -11,6 +14,7 @@ import pytest
 
 from moesim.engine import simulate_variant
 from moesim.scenario import expand_variants, load_scenario
+from tests.test_results_unchanged import LEARNING_0_1
 
 REDUCED = ["steps=400", "tokens.tokens_per_step=1024"]
 
@@ -22,44 +26,68 @@ def run(path, names, overrides=()):
 
 @pytest.fixture(scope="module")
 def reduced():
+    """The calibrated model (the default) on collapse.yaml's router, reduced (docs/model.md §8.1).
+
+    Measured at seed 0: MaxVio_global none 2.97 / 2.55 (sigmoid / softmax), bias 0.129 / 0.091,
+    aux 1e-2 1.19, aux 10 1.17; eval_regret none 9.0e-5 / 2.4e-4, bias 4.4e-5 / 1.5e-4 nats.
+    """
     summaries = run(
         "scenarios/collapse.yaml",
-        ["sigmoid-none", "sigmoid-aux-1e-2", "sigmoid-bias-1e-3", "softmax-none"],
+        [
+            "sigmoid-none",
+            "sigmoid-aux-1e-2",
+            "sigmoid-bias-1e-3",
+            "softmax-none",
+            "softmax-bias-1e-3",
+        ],
         REDUCED,
     )
     summaries.update(run("scenarios/collapse_extremes.yaml", ["sigmoid-aux-10"], REDUCED))
     return summaries
 
 
-def test_no_balancing_collapses_deeper_with_softmax(reduced):
-    sigmoid, softmax = reduced["sigmoid-none"], reduced["softmax-none"]
-    assert sigmoid["verdict"] == softmax["verdict"] == "collapsed"
-    assert softmax["max_vio_global"] > 2 * sigmoid["max_vio_global"]
-    assert softmax["starved"] > sigmoid["starved"]
+def test_no_balancing_collapses_with_either_gate(reduced):
+    for gate in ("sigmoid", "softmax"):
+        unbalanced = reduced[f"{gate}-none"]
+        assert unbalanced["verdict"] == "collapsed" and unbalanced["max_vio_global"] > 2, gate
 
 
-def test_sigmoid_bias_balances(reduced):
-    balanced = reduced["sigmoid-bias-1e-3"]
-    assert balanced["max_vio_global"] < 0.1 and balanced["starved"] == 0
-    assert balanced["verdict"] == "balanced"
+def test_the_bias_balances_either_gate(reduced):
+    # moesim 0.1's router outran a bias of 1e-3 under softmax (docs/model.md §5.4): no longer.
+    for gate in ("sigmoid", "softmax"):
+        bias, none = reduced[f"{gate}-bias-1e-3"], reduced[f"{gate}-none"]
+        assert bias["max_vio_global"] < 0.25 * none["max_vio_global"], gate
+        assert bias["starved"] == 0, gate
 
 
-def test_aux_loss_needs_a_large_alpha_and_then_costs_specialization(reduced):
-    assert reduced["sigmoid-aux-1e-2"]["verdict"] == "collapsed"
-    strong = reduced["sigmoid-aux-10"]
-    assert strong["max_vio_global"] < 0.1
-    bias = reduced["sigmoid-bias-1e-3"]
-    assert strong["specialization"] < bias["specialization"] - 0.03
+def test_a_published_alpha_acts_and_a_huge_one_buys_little_more(reduced):
+    # With AdamW the router moves about `rate` per step whatever the gradient's size.
+    none, aux = reduced["sigmoid-none"], reduced["sigmoid-aux-1e-2"]
+    assert aux["max_vio_global"] < 0.6 * none["max_vio_global"]
+    huge = reduced["sigmoid-aux-10"]
+    assert huge["max_vio_global"] > 0.8 * aux["max_vio_global"]
 
 
-#: Seeds of the bias-rate study (docs/model.md §8 gives the numbers of each).
+def test_collapse_routes_tokens_away_from_their_best_experts(reduced):
+    # Regret against each held-out token's best single expert; the absolute held-out loss does
+    # not favour the balanced router at this size (docs/model.md §8.1 says so).
+    for gate in ("sigmoid", "softmax"):
+        none, bias = reduced[f"{gate}-none"], reduced[f"{gate}-bias-1e-3"]
+        assert none["eval_regret"] > 1.3 * bias["eval_regret"], gate
+
+
+#: Seeds of the bias-rate study (docs/model.md §8.2 gives the numbers of each).
 RATE_SEEDS = (0, 1, 2)
 
 
 @pytest.fixture(scope="module")
 def bias_rates():
-    """Sigmoid + bias at u = 1e-4, 1e-3, 1e-2 on collapse.yaml's router, full length, 3 seeds."""
-    base = load_scenario("scenarios/collapse.yaml", ["balance.bias.enabled=true", "variants=[]"])
+    """moesim 0.1's learning model (docs/model.md §8.2), still selectable: sigmoid + bias at
+    u = 1e-4, 1e-3, 1e-2 on collapse.yaml's router, full length, 3 seeds."""
+    base = load_scenario(
+        "scenarios/collapse.yaml",
+        ["balance.bias.enabled=true", "variants=[]", *LEARNING_0_1],
+    )
     summaries = {}
     for seed in RATE_SEEDS:
         for rate in ("1e-4", "1e-3", "1e-2"):
