@@ -285,3 +285,19 @@ def test_saving_a_variant_writes_its_own_size_not_the_whole_run(tmp_path, monkey
     costs = np.diff(per_variant)  # bytes saved after variant i (i = 0 .. 22)
     assert costs.max() <= 1.2 * costs[0] + 512, costs.tolist()
     assert synced[0] - per_variant[-1] < 24 * 2 * costs[0]  # the end writes the run once
+
+
+def test_init_refuses_a_name_too_long_for_a_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    outcome = runner.invoke(app, ["init", "a" * 300])
+    assert outcome.exit_code == 2 and "at most 255" in outcome.output
+    assert outcome.exception is None or isinstance(outcome.exception, SystemExit)
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("command", ["run", "sweep"])
+def test_an_unknown_users_home_is_refused(command, tmp_path):
+    scenario = Path(__file__).resolve().parent.parent / "scenarios" / "switch.yaml"
+    outcome = runner.invoke(app, [command, str(scenario), "-o", "~nosuchuser1234/x"])
+    assert outcome.exit_code == 2 and "no such user's home folder" in outcome.output
+    assert outcome.exception is None or isinstance(outcome.exception, SystemExit)

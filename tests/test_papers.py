@@ -76,7 +76,7 @@ def test_verdicts_of_a_value():
     [row] = evaluate(scenario, runs)
     assert row.verdict == "within 2x" and row.mean == pytest.approx(0.08)
     far = [[{"variant": "base", "max_vio_global": 0.5}]]
-    assert evaluate(scenario, far)[0].verdict == "miss"
+    assert evaluate(scenario, far)[0].verdict == "miss (12x too large)"
     order = [[{"variant": "base", "max_vio_global": 0.3}]]
     assert evaluate(scenario, order)[0].verdict == "right order"
     opposite = [[{"variant": "base", "max_vio_global": -0.04}]]

@@ -686,3 +686,10 @@ def test_init_into_a_missing_or_unwritable_folder_exits_1(tmp_path, monkeypatch)
     assert result.exit_code == 1, result.output
     assert "cannot write x.yaml: Permission denied" in result.output
     assert "Traceback" not in result.output
+
+
+def test_brackets_in_quotes_and_comments_are_not_nesting(tmp_path):
+    brackets = "[" * 300
+    path = tmp_path / "s.yaml"
+    path.write_text(f'name: s\ndescription: "{brackets}"  # {"{" * 300}\nsteps: 5\n')
+    assert load_scenario(path).description == brackets

@@ -89,7 +89,12 @@ def output_option(text: str | None) -> Path | None:
             f"-o {text!r}: an empty path; give the results folder (-o . for this folder)",
             EXIT_INVALID,
         )
-    return Path(text).expanduser()
+    try:
+        return Path(text).expanduser()
+    except RuntimeError:  # ~name of a user this machine does not know
+        raise fail(
+            f"-o {text!r}: no such user's home folder (~ alone is yours)", EXIT_INVALID
+        ) from None
 
 
 def run(
@@ -191,6 +196,10 @@ def schema(
     typer.echo(json.dumps(scenario_json_schema(), indent=2))
 
 
+#: Longest file name most file systems take (ext4, APFS, NTFS: 255 bytes; kept to ASCII's count).
+MAX_FILE_NAME = 255
+
+
 def init(
     name: Annotated[str, typer.Argument(help="Scenario name; writes NAME.yaml.")] = "scenario",
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
@@ -210,9 +219,15 @@ def init(
             "with . (e.g. moesim init my-scenario)",
             EXIT_INVALID,
         )
-    if path.exists() and not force:
-        raise fail(f"{path} exists; pass --force to overwrite it", EXIT_REFUSED)
+    if len(path.name) > MAX_FILE_NAME:
+        raise fail(
+            f"{name[:40]!r}...: a name of {len(path.stem)} characters; a file name may have "
+            f"at most {MAX_FILE_NAME}",
+            EXIT_INVALID,
+        )
     try:
+        if path.exists() and not force:
+            raise fail(f"{path} exists; pass --force to overwrite it", EXIT_REFUSED)
         write_atomic(path, example_scenario_yaml(path.stem))
     except OSError as error:
         folder = path.parent if str(path.parent) != "." else Path.cwd()

@@ -54,6 +54,43 @@ class RefusedYAMLError(yaml.composer.ComposerError):
         self.hint = hint
 
 
+def check_flow_depth(text: str) -> None:
+    """Refuse ``[`` / ``{`` nested deeper than :data:`MAX_DEPTH` before PyYAML scans the text.
+
+    PyYAML's scanner slows down with every open bracket, so thousands of them took about a
+    second before the composer's own depth check was reached. Brackets inside quotes and
+    comments do not count.
+
+    Raises
+    ------
+    RefusedYAMLError
+        At the first bracket past the limit.
+    """
+    if text.count("[") + text.count("{") <= MAX_DEPTH:
+        return
+    depth, quote, comment, line, column = 0, "", False, 0, 0
+    for character in text:
+        if character == "\n":
+            line, column, comment = line + 1, 0, False
+            continue
+        column += 1
+        if comment:
+            continue
+        if quote:
+            quote = "" if character == quote else quote
+        elif character in "'\"":
+            quote = character
+        elif character == "#":
+            comment = True
+        elif character in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                mark = yaml.Mark("", 0, line, column - 1, None, None)
+                raise RefusedYAMLError(f"nested more than {MAX_DEPTH} levels deep", mark)
+        elif character in "]}":
+            depth = max(0, depth - 1)
+
+
 def _children(node: yaml.Node) -> list[yaml.Node]:
     if isinstance(node, yaml.SequenceNode):
         return list(node.value)
@@ -180,6 +217,7 @@ def load_yaml_value(text: str):
         When ``text`` is not valid YAML; :class:`RefusedYAMLError` when it expands too far or
         holds an integer YAML 1.1 reads as other than it looks (:func:`integer_problems`).
     """
+    check_flow_depth(text)
     loader = ScenarioLoader(text)
     try:
         node = loader.get_single_node()
@@ -212,6 +250,12 @@ def _marks(node, prefix=(), duplicates=None) -> dict[tuple, tuple[int, int]]:
     found: dict[tuple, tuple[int, int]] = {}
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise RefusedYAMLError(
+                    "a key must be a plain name, not a list or a mapping",
+                    key_node.start_mark,
+                    "write the key as a name (see docs/scenarios.md for the keys)",
+                )
             path = (*prefix, key_node.value)
             mark = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
             if path in found and duplicates is not None and key_node.value != "<<":
@@ -295,6 +339,22 @@ def _yaml_problem(path: Path, error: yaml.YAMLError) -> Problem:
     return Problem(str(path), line, column, "", f"invalid YAML: {problem}{context}")
 
 
+def _character_problem(path: Path, text: str, error: yaml.reader.ReaderError) -> Problem:
+    """A character YAML does not allow (a control character), at its line and column."""
+    before = text[: error.position]
+    line = before.count("\n") + 1
+    column = error.position - (before.rfind("\n") + 1) + 1
+    character = error.character if isinstance(error.character, str) else chr(error.character)
+    return Problem(
+        str(path),
+        line,
+        column,
+        "",
+        f"the character U+{ord(character):04X} is not allowed in YAML (a control character)",
+        "remove it, or write it as an escape such as \\x0e inside double quotes",
+    )
+
+
 def _is_empty(node) -> bool:
     """No document, or one without content (comments, blank lines or a bare ``---``)."""
     return node is None or (
@@ -320,7 +380,14 @@ def read_yaml(path: Path) -> tuple[Any, dict]:
         (:func:`integer_problems`), or gives a key twice.
     """
     text = _read_text(path)
-    loader = ScenarioLoader(text)
+    try:
+        check_flow_depth(text)
+        # The reader checks the characters as it is made: a control character fails here.
+        loader = ScenarioLoader(text)
+    except yaml.reader.ReaderError as error:
+        raise ScenarioError([_character_problem(path, text, error)]) from None
+    except yaml.YAMLError as error:
+        raise ScenarioError([_yaml_problem(path, error)]) from None
     try:
         node = loader.get_single_node()
         if _is_empty(node):
