@@ -238,7 +238,7 @@ def test_an_empty_file_is_an_invalid_scenario_for_the_command_line(tmp_path):
     ("text", "message"),
     [
         ("tokens: &a {drift: *a}\n", "1:20: alias *a is inside its own anchor &a, so it would "),
-        ("router: " + "[" * 200 + "]" * 200 + "\n", "1:108: nested more than 100 levels deep"),
+        ("router: " + "[" * 200 + "]" * 200 + "\n", "1:109: nested more than 100 levels deep"),
         (f"tokens:\n  explicit_weights: {_laughs_in_one_line(7)}\n", "2:264: too many aliases"),
     ],
     ids=["recursive", "deep", "laughs"],
