@@ -240,7 +240,9 @@ def damage(folder: Path, what: str, name: str, cut: float) -> None:
         (folder / "summary.json").write_text(text.replace("0.", "1" + "0" * 400 + ".", 1))
     elif what in ("ragged csv", "csv extra column", "csv text numbers"):
         history = folder / "history.csv"
-        lines = history.read_text().splitlines() if history.is_file() else ["variant,step"]
+        text = history.read_text(errors="replace") if history.is_file() else ""
+        # An earlier damage may have emptied the file: damage a header of its own then.
+        lines = text.splitlines() or ["variant,step"]
         index = int(cut * (len(lines) - 1))
         if what == "ragged csv":
             lines[index] = lines[index].rsplit(",", 1)[0]
