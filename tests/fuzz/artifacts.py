@@ -205,12 +205,36 @@ def _json(path: Path):
         return {}
 
 
+#: Damages that rewrite summary.json whatever file was chosen.
+SUMMARY_DAMAGES = ("variants null", "variants wrong", "huge json number")
+
+
+def _mapping(path: Path) -> dict:
+    """The JSON object in ``path``, or {} when an earlier damage left something else."""
+    value = _json(path)
+    return value if isinstance(value, dict) else {}
+
+
 def damage(folder: Path, what: str, name: str, cut: float) -> None:
-    """Damage one file of a results folder copied from a real run."""
+    """Damage one file of a results folder copied from a real run.
+
+    Damages are stacked at random: one that needs a file an earlier one turned into a folder
+    (or removed the folder of) does not apply.
+    """
+    try:
+        _damage(folder, what, name, cut)
+    except (IsADirectoryError, NotADirectoryError):
+        pass
+
+
+def _damage(folder: Path, what: str, name: str, cut: float) -> None:
     path = folder / name
     if path.is_dir() and what in FILE_DAMAGES and what not in ("as folder", "delete"):
         return  # an earlier damage made it a folder
     data = path.read_bytes() if path.is_file() else b""
+    summary_path = folder / "summary.json"
+    if what in SUMMARY_DAMAGES and summary_path.is_dir():
+        return  # an earlier damage made summary.json a folder
     if what == "truncate":
         path.write_bytes(data[: int(len(data) * cut)])
     elif what == "empty":
@@ -226,11 +250,9 @@ def damage(folder: Path, what: str, name: str, cut: float) -> None:
     elif what == "json list":
         path.write_text("[1, 2, 3]")
     elif what == "variants null":
-        (folder / "summary.json").write_text(
-            json.dumps({**_json(folder / "summary.json"), "variants": None})
-        )
+        summary_path.write_text(json.dumps({**_mapping(summary_path), "variants": None}))
     elif what == "variants wrong":
-        summary = _json(folder / "summary.json")
+        summary = _mapping(summary_path)
         summary["variants"] = [{"variant": 3, "max_vio_global": "x"}, 5, None]
         (folder / "summary.json").write_text(json.dumps(summary))
     elif what == "huge json number":
