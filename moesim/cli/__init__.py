@@ -23,12 +23,12 @@ _EXIT_INTERRUPTED = 130
 _EXIT_TERMINATED = 143
 
 
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM outside a command's own handling (start-up): stop as Ctrl-C does, exit 143."""
-
-
 def _terminate(signum, frame):
-    raise _Terminated
+    # SIGTERM before a command handles it itself (start-up, loading the scenario): nothing is
+    # written yet, so stop now. SystemExit, not KeyboardInterrupt: typer would turn the latter
+    # into exit 130, the code of Ctrl-C.
+    sys.stderr.write("terminated\n")
+    raise SystemExit(_EXIT_TERMINATED)
 
 
 def main() -> None:
@@ -38,10 +38,10 @@ def main() -> None:
         from moesim.cli.commands import app
 
         app()
-    except KeyboardInterrupt as stop:
+    except KeyboardInterrupt:
         # Plain write: rich itself may be what was loading when Ctrl-C came.
         sys.stderr.write("interrupted\n")
-        sys.exit(_EXIT_TERMINATED if isinstance(stop, _Terminated) else _EXIT_INTERRUPTED)
+        sys.exit(_EXIT_INTERRUPTED)
 
 
 def __getattr__(name: str):
