@@ -24,7 +24,7 @@ from pathlib import Path
 
 from moesim.results.folder import package_versions, write_atomic
 from moesim.results.metrics import format_number, metric_spec
-from moesim.scenario import expand_variants, load_scenario
+from moesim.scenario import load_scenario
 from moesim.statistics import mean_interval
 from moesim.sweep import plan_sweep, run_sweep
 
@@ -303,8 +303,3 @@ def write_fidelity(rows: list[Row], meta: dict, path: Path, *, command: str) -> 
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, render_fidelity(rows, meta, command=command))
     return path
-
-
-def variant_names(scenario) -> list[str]:
-    """The variant names of a scenario (what ``published[].variant`` may name)."""
-    return [name for name, _ in expand_variants(scenario)]
