@@ -18,7 +18,13 @@ PACKAGE = ROOT / "moesim"
 LAYERS = (
     ("moesim._version", "moesim.errors", "moesim.statistics", "moesim.progress", "moesim._jit"),
     ("moesim.results",),
-    ("moesim.tokens", "moesim.kernels", "moesim.reference", "moesim.reference_learning"),
+    (
+        "moesim.tokens",
+        "moesim.kernels",
+        "moesim.deployment",
+        "moesim.reference",
+        "moesim.reference_learning",
+    ),
     ("moesim.scenario",),
     ("moesim.engine",),
     ("moesim.figures", "moesim.report"),
