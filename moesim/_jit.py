@@ -8,9 +8,13 @@ sums depend on the compiler's vectorisation, which we do not want in values that
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import os
+import sys
+import threading
 from pathlib import Path
+from typing import NamedTuple
 
 import numba
 
@@ -39,6 +43,81 @@ CHUNK_TOKENS = 256
 def n_chunks_for(n_tokens: int) -> int:
     """Number of fixed work chunks for ``n_tokens`` tokens."""
     return max(1, -(-n_tokens // CHUNK_TOKENS))
+
+
+# ----------------------------------------------------------------------------------------------
+# The thread fight with OpenBLAS (docs/performance.md, "Threads")
+#
+# After every multi-threaded BLAS call, OpenBLAS's worker threads (a pthreads build: NumPy's and
+# SciPy's wheels) busy-wait for about 2**28 CPU cycles (0.1 s) in case more BLAS work comes, in a
+# loop that never yields the core. A Numba parallel region launched in that window shares the
+# cores with those spinners: ``moesim.route(X @ W.T, ...)`` took 1.5-2x as long as on logits made
+# by moesim. OpenBLAS has no call that puts its workers to sleep, but it stops them cleanly with
+# ``blas_thread_shutdown_`` (what it does itself around a fork) and starts them again, lazily, at
+# its next threaded call. :func:`quiet_blas_threads` does that before moesim's parallel kernels.
+
+
+class _OpenBlasPool(NamedTuple):
+    server_running: ctypes.c_int  #: OpenBLAS's ``blas_server_avail``: its worker threads exist
+    shutdown: object  #: ``blas_thread_shutdown_``, called with the GIL held (``ctypes.PyDLL``)
+
+
+_blas_pools: list[_OpenBlasPool] = []
+_blas_pools_scanned_at = -1  # len(sys.modules) at the last scan: an import may load a new BLAS
+
+
+def _loaded_openblas_pools() -> list[_OpenBlasPool]:
+    """The OpenBLAS libraries loaded in this process (from ``/proc/self/maps``) that run a
+    pthreads thread server; none where that file does not exist or nothing matches."""
+    global _blas_pools, _blas_pools_scanned_at
+    if _blas_pools_scanned_at == len(sys.modules):
+        return _blas_pools
+    _blas_pools_scanned_at = len(sys.modules)
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = {line.split()[-1] for line in maps if "openblas" in line.lower()}
+    except OSError:
+        return _blas_pools
+    pools = []
+    for path in sorted(p for p in paths if ".so" in p):
+        try:
+            library = ctypes.PyDLL(path, mode=os.RTLD_NOLOAD | os.RTLD_LAZY)
+            pools.append(
+                _OpenBlasPool(
+                    ctypes.c_int.in_dll(library, "blas_server_avail"),
+                    library.blas_thread_shutdown_,
+                )
+            )
+        except (OSError, ValueError, AttributeError):
+            continue  # an OpenMP build, or another layout: nothing to stop
+    _blas_pools = pools
+    return pools
+
+
+def _no_other_thread_may_call_blas() -> bool:
+    """Whether stopping OpenBLAS's workers now is safe: called from the main thread while every
+    other Python thread is a daemon (Jupyter's kernel threads are; worker threads a program
+    starts to compute, e.g. ``concurrent.futures``, are not). A BLAS call in flight in another
+    thread must never see its workers stopped."""
+    current = threading.current_thread()
+    if current is not threading.main_thread():
+        return False
+    return all(thread.daemon for thread in threading.enumerate() if thread is not current)
+
+
+def quiet_blas_threads() -> None:
+    """Stop OpenBLAS's busy-waiting worker threads before a Numba parallel region.
+
+    A no-op (a few microseconds) unless an OpenBLAS thread server is running, Numba uses more
+    than one thread, and no other thread may be calling BLAS. OpenBLAS restarts its workers at
+    its next threaded call (tens of microseconds), so BLAS speed is unchanged.
+    """
+    pools = _loaded_openblas_pools()
+    running = [pool for pool in pools if pool.server_running.value]
+    if not running or numba.get_num_threads() < 2 or not _no_other_thread_may_call_blas():
+        return
+    for pool in running:
+        pool.shutdown()
 
 
 def _kernel_cache_dirs(package: Path) -> list[Path]:

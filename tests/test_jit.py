@@ -1,6 +1,7 @@
 """The guard against stale compiled kernels (Numba checks a kernel against its own file only)."""
 
 import numba
+import numpy as np
 import pytest
 
 from moesim._jit import _kernel_cache_dirs, drop_stale_kernel_cache
@@ -42,3 +43,41 @@ def test_cached_kernels_are_dropped_when_any_kernel_source_changes(
     assert cached_files() == []
     fill_cache()
     assert drop_stale_kernel_cache(package) is False
+
+
+def _spinning_openblas_pools():
+    """The OpenBLAS thread servers running after a threaded matmul (skip where there are none)."""
+    from moesim._jit import _loaded_openblas_pools
+
+    if numba.get_num_threads() < 2:
+        pytest.skip("one Numba thread: nothing to fight over")
+    x = np.ones((2048, 64), np.float32)
+    product = x @ np.ones((64, 256), np.float32)
+    pools = [pool for pool in _loaded_openblas_pools() if pool.server_running.value]
+    if not pools:
+        pytest.skip("no pthreads OpenBLAS with worker threads in this process")
+    return pools, x, product
+
+
+def test_openblas_workers_are_stopped_before_a_parallel_kernel_and_come_back():
+    from moesim._jit import quiet_blas_threads
+
+    pools, x, product = _spinning_openblas_pools()
+    quiet_blas_threads()
+    assert not any(pool.server_running.value for pool in pools)
+    # OpenBLAS starts its workers again at its next threaded call; the result is the same.
+    again = x @ np.ones((64, 256), np.float32)
+    assert any(pool.server_running.value for pool in pools)
+    np.testing.assert_array_equal(again, product)
+
+
+def test_openblas_workers_are_left_alone_while_another_thread_may_use_them():
+    import threading
+
+    from moesim._jit import quiet_blas_threads
+
+    pools, _, _ = _spinning_openblas_pools()
+    worker = threading.Thread(target=quiet_blas_threads)  # not the main thread
+    worker.start()
+    worker.join()
+    assert all(pool.server_running.value for pool in pools)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from moesim._jit import CHUNK_TOKENS, njit_parallel
+from moesim._jit import CHUNK_TOKENS, njit_parallel, quiet_blas_threads
 
 
 @njit_parallel
@@ -65,5 +65,6 @@ def router_logits(tokens: np.ndarray, centroids: np.ndarray) -> np.ndarray:
     """Router logits ``Z = X W^T`` (T, E) in the tokens' dtype, computed by Numba."""
     centroids_t = np.ascontiguousarray(centroids.T, dtype=tokens.dtype)
     logits = np.empty((tokens.shape[0], centroids.shape[0]), dtype=tokens.dtype)
+    quiet_blas_threads()
     _logits_chunks(np.ascontiguousarray(tokens), centroids_t, logits)
     return logits

@@ -30,7 +30,14 @@ from typing import NamedTuple
 import numpy as np
 from numba import prange
 
-from moesim._jit import CHUNK_TOKENS, n_chunks_for, njit, njit_inline, njit_parallel
+from moesim._jit import (
+    CHUNK_TOKENS,
+    n_chunks_for,
+    njit,
+    njit_inline,
+    njit_parallel,
+    quiet_blas_threads,
+)
 
 # Shared with the other kernels; check_integer and check_finite stay importable from here too.
 from moesim.kernels.checks import check_finite, check_integer, check_real  # noqa: F401
@@ -451,5 +458,6 @@ def route(
     indices = np.empty((n_tokens, spec.top_k), dtype=np.int64)
     weights = np.empty((n_tokens, spec.top_k), dtype=logits.dtype)
     chunk_counts = np.zeros((n_chunks_for(n_tokens), n_experts), dtype=np.int64)
+    quiet_blas_threads()  # logits from a NumPy matmul leave OpenBLAS's threads spinning
     _route_chunks(logits, bias, has_bias, spec, indices, weights, chunk_counts)
     return indices, weights

@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from moesim._jit import n_chunks_for
+from moesim._jit import n_chunks_for, quiet_blas_threads
 from moesim.kernels.capacity import (
     POLICY_CODES,
     _capacity_keep,
@@ -47,6 +47,7 @@ def run_routing_step(
     weights = np.empty((n_tokens, spec.top_k), dtype=logits.dtype)
     keep = np.empty((n_tokens, spec.top_k), dtype=np.bool_)
     chunk_counts = np.zeros((n_chunks_for(n_tokens), n_experts), dtype=np.int64)
+    quiet_blas_threads()  # a BLAS call just before leaves OpenBLAS's threads spinning
     _route_chunks(logits, bias, has_bias, spec, indices, weights, chunk_counts)
     demand = chunk_counts.sum(axis=0)
     if capacity < 0:
