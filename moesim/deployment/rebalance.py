@@ -33,14 +33,14 @@ def vllm_first_plan(interval: int) -> int:
 
 def rebalance_points(n_steps: int, interval: int, first_after: int | None = None) -> np.ndarray:
     """Step counts after which a new plan is made, (n_plans,) int64: ``first_after`` (default
-    ``interval``), then every ``interval`` steps, up to ``n_steps`` included. The plan made after
-    ``n`` steps is in force from step index ``n`` on."""
+    ``interval``), then every ``interval`` steps, before ``n_steps``. The plan made after ``n``
+    steps is in force from step index ``n`` on (a plan after the last step would serve none)."""
     if interval < 1:
         raise ValueError(f"rebalance interval {interval}; expected >= 1")
     first = interval if first_after is None else first_after
     if first < 1:
         raise ValueError(f"first plan after {first} steps; expected >= 1")
-    return np.arange(first, n_steps + 1, interval, dtype=np.int64)
+    return np.arange(first, n_steps, interval, dtype=np.int64)
 
 
 def window_sums(loads: np.ndarray, window: int, points: np.ndarray) -> np.ndarray:
@@ -221,15 +221,29 @@ def mean_over_max(gpu_load: np.ndarray) -> np.ndarray:
         return np.where(highest > 0, gpu_load.mean(axis=-1).sum(axis=-1) / highest, np.nan)
 
 
+def replay_balancedness(loads: np.ndarray, replay: Replay, num_gpus: int) -> np.ndarray:
+    """Balancedness of every step (S,) under the plan in force at that step."""
+    balance = np.empty(len(replay.plan_of_step))
+    for plan in np.unique(replay.plan_of_step):
+        steps = replay.plan_of_step == plan
+        balance[steps] = mean_over_max(gpu_loads(replay.plans[plan], loads[steps], num_gpus))
+    return balance
+
+
 class PlanJudgement(NamedTuple):
-    """Per window ``k >= 1`` of a load sequence cut into windows, (n_windows - 1,) each: the mean
-    over its steps of the balancedness with the ``initial`` placement, with the ``stale`` plan
-    (EPLB on window ``k - 1``, as a deployment has it) and with a ``fresh`` plan (EPLB on window
-    ``k`` itself, an oracle that knew the traffic in advance)."""
+    """Per window ``k >= 1`` of a load sequence cut into windows, (n_windows - 1,) each: the
+    balancedness with the ``initial`` placement, with the ``stale`` plan (EPLB on window
+    ``k - 1``, as a deployment has it) and with a ``fresh`` plan (EPLB on window ``k`` itself, an
+    oracle that knew the traffic in advance). Plain names are the mean over the window's steps
+    of each step's balancedness (what the step time feels); ``*_summed`` are the balancedness of
+    the window's summed loads (what EPLB optimises: per-step noise averages out there)."""
 
     initial: np.ndarray
     stale: np.ndarray
     fresh: np.ndarray
+    initial_summed: np.ndarray
+    stale_summed: np.ndarray
+    fresh_summed: np.ndarray
 
 
 def judge_stale_plans(
@@ -242,13 +256,15 @@ def judge_stale_plans(
         raise ValueError(f"{loads.shape[0]} steps make fewer than two windows of {window}")
     cut = loads[: n_windows * window].reshape(n_windows, window, *loads.shape[1:])
     plans = [rebalance_experts(chunk.sum(axis=0), *sizes)[0] for chunk in cut]
-    judged = {"initial": [], "stale": [], "fresh": []}
+    judged: dict[str, list[float]] = {name: [] for name in PlanJudgement._fields}
     for k in range(1, n_windows):
         for name, plan in (
             ("initial", initial_phy2log),
             ("stale", plans[k - 1]),
             ("fresh", plans[k]),
         ):
-            balance = mean_over_max(gpu_loads(plan, cut[k], sizes.num_gpus))
-            judged[name].append(float(np.nanmean(balance)))
+            per_step = mean_over_max(gpu_loads(plan, cut[k], sizes.num_gpus))
+            judged[name].append(float(np.nanmean(per_step)))
+            summed = mean_over_max(gpu_loads(plan, cut[k].sum(axis=0), sizes.num_gpus))
+            judged[f"{name}_summed"].append(float(summed))
     return PlanJudgement(**{name: np.array(values) for name, values in judged.items()})

@@ -379,15 +379,17 @@ def _read_megatron(path: Path, layout: MegatronLayout) -> np.ndarray:
 # Writing (the shipped example, tests)
 
 
-def write_csv_trace(loads: np.ndarray, path) -> None:
-    """Write (steps, layers, experts) counts as the CSV format (steps numbered from 0)."""
+def write_csv_trace(loads: np.ndarray, path, steps=None) -> None:
+    """Write (steps, layers, experts) counts as the CSV format; ``steps`` numbers the steps
+    (default 0, 1, ...)."""
     loads = np.asarray(loads, dtype=np.int64)
-    steps, layers, experts = loads.shape
+    n_steps, layers, experts = loads.shape
+    steps = range(n_steps) if steps is None else steps
     lines = ["step,layer," + ",".join(f"expert_{e}" for e in range(experts))]
-    for step in range(steps):
+    for position, step in enumerate(steps):
         for layer in range(layers):
-            counts = ",".join(str(int(c)) for c in loads[step, layer])
-            lines.append(f"{step},{layer},{counts}")
+            counts = ",".join(str(int(c)) for c in loads[position, layer])
+            lines.append(f"{int(step)},{layer},{counts}")
     Path(path).write_text("\n".join(lines) + "\n")
 
 
