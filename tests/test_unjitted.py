@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 #: Kernel-against-twin tests that take seconds unjitted. Every kernel module is represented:
-#: numerics, logits, routing, capacity, balance, metrics, learning, step.
+#: numerics, logits, routing, capacity, balance, metrics, learning, step, deployment.eplb.
 UNJITTED_TESTS = (
     "tests/test_numerics.py",
     "tests/test_routing.py::test_route_matches_reference",
@@ -42,6 +42,7 @@ UNJITTED_TESTS = (
     "tests/test_learning.py::test_aux_counts_are_a_plain_top_k_ignoring_bias_and_groups",
     "tests/test_learning.py::test_reward_model_competence_and_affinity",
     "tests/test_step.py::test_routing_step_equals_composition",
+    "tests/test_eplb.py::test_matches_the_slow_twin",
 )
 
 

@@ -31,7 +31,7 @@ from moesim._jit import njit
 
 
 @njit
-def _pack_in_order(order, weight, num_packs, pack_index, rank_in_pack):  # pragma: no cover
+def _pack_in_order(order, weight, num_packs, pack_index, rank_in_pack):
     """Greedy packing of each row's items, taken in ``order``, onto ``num_packs`` equal packs.
 
     order : (X, n) int64, the items of each row by decreasing weight
