@@ -41,12 +41,14 @@ def scenario(**overrides):
 
 def test_result_shapes_and_history_columns():
     result = simulate_variant(scenario(), "base")
-    assert set(result.history) == set(HISTORY_COLUMNS)
+    assert set(result.history) == {"layer", *HISTORY_COLUMNS}
     assert len(result.history["step"]) == 8
     np.testing.assert_array_equal(result.history["step"], np.arange(4, 40, 5))
-    assert result.loads.shape == (8, 16)
+    np.testing.assert_array_equal(result.history["layer"], 0)
+    # Arrays lead with the layer axis (one layer here).
+    assert result.loads.shape == (1, 8, 16) and result.final_loads.shape == (1, 16)
     # Per-record loads sum to every assignment of the record window (no capacity: no drops).
-    np.testing.assert_array_equal(result.loads.sum(axis=1), 5 * 512 * 2)
+    np.testing.assert_array_equal(result.loads.sum(axis=2), 5 * 512 * 2)
     np.testing.assert_array_equal(result.loads, result.demand)
     assert result.summary["steps_done"] == 40 and not result.summary["partial"]
     assert result.summary["drop_rate"] == 0.0

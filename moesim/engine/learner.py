@@ -63,15 +63,28 @@ class RouterLearner:
             self.eval_stream = copy.deepcopy(stream)
             self.eval_stream.key = np.uint64(eval_seed.generate_state(1, np.uint64)[0])
 
-    def held_out_loss(self, centroids, bias, has_bias: bool, step: int) -> dict:
+    @property
+    def measures_held_out(self) -> bool:
+        """Whether a recorded step measures the loss on a held-out batch."""
+        return self.eval_stream is not None
+
+    def held_out_tokens(self, step: int) -> np.ndarray:
+        """The held-out batch (``learning.eval_tokens``, d) of step ``step``."""
+        tokens, _ = token_stream.generate(self.eval_stream, step, self.learning.eval_tokens)
+        return tokens
+
+    def held_out_loss(self, centroids, bias, has_bias: bool, step: int, tokens=None) -> dict:
         """Loss in nats of the current router on a held-out batch (docs/model.md §5.1).
 
         ``eval_loss`` is the mean loss (nats above a perfectly served token; lower is better)
         and ``eval_regret`` the mean regret against each token's best single expert (nats), on
         ``learning.eval_tokens`` tokens the router never learns from, routed with the bias as in
-        training and without capacity drops (evaluation drops nothing).
+        training and without capacity drops (evaluation drops nothing). ``tokens`` are the
+        held-out batch as this layer sees it (the first layer's :meth:`held_out_tokens` carried
+        along the token paths); the learner's own batch when omitted.
         """
-        tokens, _ = token_stream.generate(self.eval_stream, step, self.learning.eval_tokens)
+        if tokens is None:
+            tokens = self.held_out_tokens(step)
         logits = router_logits(tokens, centroids)
         routed = run_routing_step(logits, bias, has_bias, self.spec, NO_CAPACITY, 0)
         losses = self.reward.token_losses(
@@ -88,11 +101,23 @@ class RouterLearner:
         best = float(self.reward.best(tokens).mean())
         return {"quality": quality, "quality_ratio": quality / best if best > 0 else np.nan}
 
-    def step(self, tokens, logits, routed, centroids, step: int, *, measure: bool, bias=None):
+    def step(
+        self,
+        tokens,
+        logits,
+        routed,
+        centroids,
+        step: int,
+        *,
+        measure: bool,
+        bias=None,
+        held_out=None,
+    ):
         """One optimizer step on ``L = -R + L_aux + L_z``; updates ``centroids`` in place.
 
-        ``bias`` is the expert bias of this step (None without one): the held-out batch is
-        routed with it. Returns the step's measurements (empty unless ``measure``).
+        ``bias`` is the expert bias of this step (None without one): the held-out batch
+        (``held_out``, or the learner's own when None) is routed with it. Returns the step's
+        measurements (empty unless ``measure``).
         """
         if not self.enabled:
             return {}
@@ -102,7 +127,7 @@ class RouterLearner:
             has_bias = bias is not None
             if not has_bias:
                 bias = np.zeros(logits.shape[1], dtype=np.float32)
-            measured = self.held_out_loss(centroids, bias, has_bias, step)
+            measured = self.held_out_loss(centroids, bias, has_bias, step, held_out)
         rewards = self.reward.rewards(tokens, routed.indices, routed.keep)
         if measure and self.eval_stream is None:
             measured = self.training_quality(tokens, routed, rewards)

@@ -1,10 +1,12 @@
 """The step loop of docs/model.md, one scenario variant at a time.
 
-    tokens X[T,d] -> logits Z = X W^T -> route (scores, bias, groups, top-K) + capacity
-      -> loads and metrics -> bias update -> router learning -> record
+    tokens X[T,d] -> for each layer l: logits Z = X_l W_l^T -> route (scores, bias, groups,
+      top-K) + capacity -> loads and metrics -> bias update -> router learning -> record;
+      X_{l+1} from X_l along the token paths
 
-State is plain arrays: the centroids ``W`` (here), the bias ``b`` (:class:`BiasBalancer`), the
-learner's windows (:class:`RouterLearner`) and the counters (:class:`Recorder`).
+State is plain arrays, one set per MoE layer (:class:`~moesim.engine.layer.MoELayer`): the
+centroids ``W``, the bias ``b`` (:class:`BiasBalancer`), the learner's windows
+(:class:`RouterLearner`) and the counters (:class:`Recorder`). One layer is moesim 0.1's loop.
 """
 
 from __future__ import annotations
@@ -14,28 +16,44 @@ import time
 import numpy as np
 
 from moesim import tokens as token_stream
-from moesim.engine.bias import BiasBalancer
-from moesim.engine.learner import RouterLearner
-from moesim.engine.recorder import Recorder
-from moesim.engine.router import capacity_for, initial_centroids, router_spec_for
-from moesim.kernels.capacity import POLICY_CODES
-from moesim.kernels.routing import router_logits
-from moesim.kernels.step import run_routing_step
+from moesim.engine.layer import MoELayer, non_finite_state
+from moesim.engine.layers import CoRouting, variant_result
+from moesim.engine.paths import HELD_OUT, TRAINING, TokenPaths
 from moesim.results.model import VariantResult
+from moesim.scenario import layer_scenarios
+
+__all__ = ["build_layers", "non_finite_state", "simulate_variant"]
 
 
-def non_finite_state(logits: np.ndarray, bias: np.ndarray) -> str | None:
-    """What is not finite (inf or NaN) before routing a step: the logits or the bias; or None.
+def build_layers(scenario, stream) -> tuple[list[MoELayer | None], TokenPaths | None]:
+    """Every layer of the model (None for a dense one) and the token paths between them.
 
-    Logits are the tokens times the centroids, so overflowing centroids (a learning rate or
-    z-loss far too large) or tokens show here. Min and max propagate NaN and show inf, without
-    the temporary array of ``np.isfinite``.
+    Random streams: the token stream, layer 0's centroids and its learner take the first three
+    children of the scenario's seed, as moesim 0.1's single layer did; the token paths and every
+    further layer take children of their own, so a layer's state does not depend on how many
+    layers come after it.
     """
-    if not (np.isfinite(logits.min()) and np.isfinite(logits.max())):
-        return "the router logits (tokens x centroids)"
-    if not (np.isfinite(bias.min()) and np.isfinite(bias.max())):
-        return "the expert bias"
-    return None
+    root = np.random.SeedSequence(scenario.seed)
+    _, init_seed, learning_seed = root.spawn(3)
+    settings = layer_scenarios(scenario)
+    extra = root.spawn(len(settings)) if len(settings) > 1 else []
+    n_clusters = stream.base_weights.shape[0]
+    layers: list[MoELayer | None] = []
+    for number, layer_scenario in enumerate(settings):
+        if number > 0:
+            init_seed, learning_seed = extra[number].spawn(2)
+        if layer_scenario is None:
+            layers.append(None)
+            continue
+        layers.append(
+            MoELayer(
+                layer_scenario, number, stream.dim, n_clusters, init_seed, learning_seed, stream
+            )  # fmt: skip
+        )
+    paths = None
+    if len(settings) > 1:
+        paths = TokenPaths(len(settings), stream.dim, scenario.token_paths.correlation, extra[0])
+    return layers, paths
 
 
 # Overflow is caught before routing (non_finite_state) and named in the verdict, not warned about.
@@ -60,57 +78,57 @@ def simulate_variant(
         Checked every step; a true value (or KeyboardInterrupt) ends the run early and the
         result is marked partial.
 
-    A step whose logits or bias are not finite ends the run there with the verdict
-    ``diverged`` (:func:`non_finite_state`), never a routing verdict.
+    A step whose logits or bias are not finite in any layer ends the run there with the
+    verdict ``diverged`` (:func:`non_finite_state`), never a routing verdict.
     """
     started = time.perf_counter()
-    tokens_seed, init_seed, learning_seed = np.random.SeedSequence(scenario.seed).spawn(3)
     if stream is None:
+        tokens_seed = np.random.SeedSequence(scenario.seed).spawn(3)[0]
         stream = token_stream.make_stream(scenario.tokens, tokens_seed)
     n_tokens = scenario.tokens.tokens_per_step
-    spec = router_spec_for(scenario)
-    capacity = capacity_for(scenario, spec)
-    policy_code = POLICY_CODES[scenario.capacity.policy]
-    centroids = initial_centroids(scenario.router, stream.dim, init_seed)
-    balancer = BiasBalancer(scenario)
-    learner = RouterLearner(scenario, spec, stream.dim, learning_seed, stream=stream)
-    recorder = Recorder(scenario, spec, capacity, n_clusters=stream.base_weights.shape[0])
-    bias = balancer.bias  # updated in place
+    layers, paths = build_layers(scenario, stream)
+    moe_layers = [layer for layer in layers if layer is not None]
+    first = moe_layers[0]
+    co_routing = CoRouting(moe_layers) if len(moe_layers) > 1 else None
+    last_moe = moe_layers[-1].number
     steps_done, partial = 0, False
     try:
         for step in range(scenario.steps):
             if should_stop is not None and should_stop():
                 partial = True
                 break
-            # The boxes of the diagram, each with its section of docs/model.md.
+            measure = first.recorder.is_record_step(step)
             tokens, clusters = token_stream.generate(stream, step, n_tokens)  # §1
-            logits = router_logits(tokens, centroids)  # §2
-            diverged = non_finite_state(logits, bias)
-            if diverged is not None:
-                # Overflowed state routes nowhere meaningful: stop, and say so in the verdict.
-                recorder.diverge(step, diverged)
+            held_out = None
+            if paths is not None and measure and first.learner.measures_held_out:
+                held_out = first.learner.held_out_tokens(step)
+            diverged = False
+            for number, layer in enumerate(layers):  # §1.1: each on its own inputs
+                if layer is not None:
+                    routed = layer.step(step, tokens, clusters, measure=measure, held_out=held_out)
+                    if routed is None:
+                        diverged = True
+                        break
+                    if co_routing is not None and measure:
+                        co_routing.observe(layer.number, routed.indices)
+                if number < last_moe:
+                    tokens = paths.advance(tokens, number, step, TRAINING)
+                    if held_out is not None:
+                        held_out = paths.advance(held_out, number, step, HELD_OUT)
+            if diverged:
                 break
-            # §2, §3: scores + bias, groups, top-K, then the capacity and its drops.
-            routed = run_routing_step(logits, bias, balancer.enabled, spec, capacity, policy_code)
-            recorder.update(step, routed, clusters)  # §3, §6: loads, drops, balance
-            balancer.update(step, routed)  # §4: the bias, in place
-            recorder.track_bias(step, bias)
-            measure = recorder.is_record_step(step)
-            learned = learner.step(  # §5
-                tokens,
-                logits,
-                routed,
-                centroids,
-                step,
-                measure=measure,
-                bias=balancer.bias if balancer.enabled else None,
-            )
-            if measure:
-                recorder.record(step, routed, logits, bias, learned)  # §6: a history row
             steps_done = step + 1
             if on_step is not None:
                 on_step(steps_done)
     except KeyboardInterrupt:
         partial = True
     seconds = time.perf_counter() - started
-    return recorder.result(name, steps_done, partial=partial, bias=bias, seconds=seconds)
+    return variant_result(
+        scenario,
+        name,
+        moe_layers,
+        steps_done,
+        partial=partial,
+        seconds=seconds,
+        co_routing=co_routing,
+    )

@@ -103,10 +103,10 @@ def _heatmap_panels(data: ResultsData) -> list[tuple[dict, np.ndarray, np.ndarra
     """Per variant with loads: its summary, log2(demand / fair share) (E, R) with experts by
     final-window load (most loaded first), and the step edges (R + 1,) of the records."""
     variants = require_run(data)
-    loads = require_loads(data)
+    require_loads(data)
     panels = []
     for summary in variants:
-        arrays = loads.get(summary["variant"])
+        arrays = data.layer_loads(summary["variant"])
         if arrays is None or arrays["demand"].size == 0:
             continue
         demand = arrays["demand"].astype(float)  # (R, E)
@@ -166,10 +166,10 @@ def max_vio_over_steps(data: ResultsData) -> Figure:
 def bias_trajectories(data: ResultsData) -> Figure:
     """Expert bias over steps: median, 5-95% band across experts, the 3 most extreme experts."""
     variants = require_run(data)
-    loads = require_loads(data)
+    require_loads(data)
     panels = []
     for summary in variants:
-        arrays = loads.get(summary["variant"])
+        arrays = data.layer_loads(summary["variant"])
         if arrays is None or arrays["bias"].size == 0 or not np.any(arrays["bias"]):
             continue
         panels.append((summary, arrays))
@@ -216,14 +216,14 @@ def _bias_panel(ax, bias: np.ndarray, steps: np.ndarray) -> None:
 def lorenz_curves(data: ResultsData) -> Figure:
     """Lorenz curve of the final-window demand per variant, Gini in the legend."""
     variants = require_run(data)
-    loads = require_loads(data)
+    require_loads(data)
     fig = new_figure(4.6, width=5.6)
     ax = fig.subplots()
     ax.plot([0, 100], [0, 100], color=NEUTRAL, linestyle="--", linewidth=1.0, label="equality")
     drawn = False
     styles = variant_styles(data)
     for summary in variants:
-        arrays = loads.get(summary["variant"])
+        arrays = data.layer_loads(summary["variant"])
         if arrays is None:
             continue
         final = np.sort(arrays["final_loads"].astype(float))

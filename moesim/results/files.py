@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from moesim.results.folder import LOAD_FIELDS, PARTS_DIR
-from moesim.results.metrics import HISTORY_COLUMNS, METRICS
+from moesim.results.folder import LAYERS_FIELD, LOAD_FIELDS, PARTS_DIR
+from moesim.results.metrics import HISTORY_COLUMNS, LAYER_COLUMN, LAYER_METRICS, METRICS
 
 
 class NotResultsError(ValueError):
@@ -77,10 +77,28 @@ def check_summary(summary: dict, path: Path) -> dict:
             raise _damaged(path, f"{where}.variant should be the variant's name")
         if not isinstance(entry.get("verdict", ""), str):
             raise _damaged(path, f"{where}.verdict should be text, found {_kind(entry['verdict'])}")
-        for key, value in entry.items():
-            if key in METRICS and not isinstance(value, bool) and not _is_number(value):
-                raise _damaged(path, f"{where}.{key} should be a number, found {_kind(value)}")
+        _check_metrics(entry, where, path)
+        per_layer = entry.get("per_layer")
+        if per_layer is None:
+            continue
+        if not isinstance(per_layer, list) or not per_layer:
+            raise _damaged(path, f"{where}.per_layer should be a list of layer summaries")
+        for j, layer in enumerate(per_layer):
+            if not isinstance(layer, dict) or not _is_whole(layer.get(LAYER_COLUMN)):
+                raise _damaged(path, f"{where}.per_layer[{j}] should be a mapping with a layer")
+            _check_metrics(layer, f"{where}.per_layer[{j}]", path)
     return summary
+
+
+def _is_whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _check_metrics(entry: dict, where: str, path: Path) -> None:
+    for key, value in entry.items():
+        known = key in METRICS or key in LAYER_METRICS
+        if known and not isinstance(value, bool) and not _is_number(value):
+            raise _damaged(path, f"{where}.{key} should be a number, found {_kind(value)}")
 
 
 def check_manifest(manifest: dict, path: Path) -> dict:
@@ -166,11 +184,17 @@ def read_history(output_dir: Path) -> dict[str, np.ndarray]:
         columns[name] = np.asarray(values, dtype=float)
     for name in HISTORY_COLUMNS:
         columns.setdefault(name, np.full(len(body), np.nan))
+    # One MoE layer (and every moesim 0.1 run) writes no layer column: it is layer 0.
+    columns.setdefault(LAYER_COLUMN, np.zeros(len(body)))
     return columns
 
 
 def read_loads(output_dir: Path) -> dict[str, dict[str, np.ndarray]]:
-    """``loads.npz`` as ``{variant: {"loads", "demand", "bias", "steps", ...}}``, checked."""
+    """``loads.npz`` as ``{variant: {"loads", "demand", "bias", "steps", ...}}``, checked.
+
+    Every variant's arrays have a layer axis, whether the file stores one or not: ``loads``,
+    ``demand``, ``bias`` (L, R, E), ``final_loads``, ``final_bias`` (L, E), ``steps`` (R,) and
+    ``layers`` (L,), the layers' numbers ([0] for a single-layer run)."""
     return _read_npz(Path(output_dir) / "loads.npz")
 
 
@@ -182,7 +206,7 @@ def _read_npz(path: Path, variant: str | None = None) -> dict[str, dict[str, np.
         with np.load(path, allow_pickle=False) as data:
             for key in data.files:
                 name, _, field_name = key.rpartition(".") if variant is None else (variant, "", key)
-                if field_name in LOAD_FIELDS:
+                if field_name in LOAD_FIELDS or field_name == LAYERS_FIELD:
                     grouped.setdefault(name, {})[field_name] = data[key]
     except READ_ERRORS as error:
         raise _damaged(
@@ -192,6 +216,11 @@ def _read_npz(path: Path, variant: str | None = None) -> dict[str, dict[str, np.
         problem = _loads_problem(arrays)
         if problem is not None:
             raise _damaged(path, f"variant {name!r}: {problem}")
+        if LAYERS_FIELD not in arrays:  # one layer, stored without the layer axis
+            for field_name in LOAD_FIELDS:
+                if field_name != "steps":
+                    arrays[field_name] = arrays[field_name][np.newaxis]
+            arrays[LAYERS_FIELD] = np.zeros(1, dtype=np.int64)
     return grouped
 
 
@@ -203,14 +232,17 @@ def _loads_problem(arrays: dict[str, np.ndarray]) -> str | None:
         if array.dtype.kind not in "biuf":
             return f"{name} holds {array.dtype} values, not numbers"
     shape = arrays["loads"].shape
-    if len(shape) != 2:
-        return f"loads should be 2-D (records, experts), not of shape {shape}"
+    layered = LAYERS_FIELD in arrays
+    if len(shape) != 2 + layered:
+        axes = "(layers, records, experts)" if layered else "(records, experts)"
+        return f"loads should be {2 + layered}-D {axes}, not of shape {shape}"
     for name, wanted in (
         ("demand", shape),
         ("bias", shape),
-        ("steps", shape[:1]),
-        ("final_loads", shape[1:]),
-        ("final_bias", shape[1:]),
+        ("steps", shape[-2:-1]),
+        ("final_loads", shape[:-2] + shape[-1:]),
+        ("final_bias", shape[:-2] + shape[-1:]),
+        *((("layers", shape[:1]),) if layered else ()),
     ):
         if arrays[name].shape != wanted:
             return f"{name} has shape {arrays[name].shape}, expected {wanted}"
@@ -242,7 +274,9 @@ def read_parts(output_dir: Path) -> tuple[dict, dict | None, dict | None]:
 
 def _part_history(history: dict, name: str, path: Path) -> dict[str, np.ndarray]:
     columns: dict[str, np.ndarray] = {}
-    for column in HISTORY_COLUMNS:
+    for column in (LAYER_COLUMN, *HISTORY_COLUMNS):
+        if column == LAYER_COLUMN and column not in history:
+            continue
         values = history.get(column, [])
         if not isinstance(values, list) or not all(_is_number(v) for v in values):
             raise _damaged(path, f"history.{column} should be a list of numbers")
@@ -250,7 +284,9 @@ def _part_history(history: dict, name: str, path: Path) -> dict[str, np.ndarray]
     lengths = {len(values) for values in columns.values()}
     if len(lengths) > 1:
         raise _damaged(path, "the history columns differ in length")
-    columns["variant"] = np.asarray([name] * lengths.pop(), dtype=object)
+    rows = lengths.pop()
+    columns["variant"] = np.asarray([name] * rows, dtype=object)
+    columns.setdefault(LAYER_COLUMN, np.zeros(rows))
     return columns
 
 

@@ -49,7 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
-from moesim.results.metrics import HISTORY_COLUMNS
+from moesim.results.metrics import HISTORY_COLUMNS, LAYER_COLUMN
 from moesim.results.model import Result, VariantResult
 
 RESULT_FILES = (
@@ -66,8 +66,12 @@ PARTS_DIR = "variants.partial"
 DERIVED_FILES = ("report.html", "report.md", "figures")
 #: Where a ``force`` rerun is written before it replaces the old results.
 STAGING_PREFIX = ".moesim-staging-"
-#: Per-variant arrays of ``loads.npz`` (keys ``<variant>.<field>``).
+#: Per-variant arrays of ``loads.npz`` (keys ``<variant>.<field>``). A run with one MoE layer
+#: stores them without a layer axis, as moesim 0.1 did: ``loads``, ``demand``, ``bias`` (R, E),
+#: ``steps`` (R,), ``final_loads``, ``final_bias`` (E,). With several layers they lead with one
+#: ((L, R, E), (L, E)) and :data:`LAYERS_FIELD` (L,) holds the layers' numbers.
 LOAD_FIELDS = ("loads", "demand", "bias", "steps", "final_loads", "final_bias")
+LAYERS_FIELD = "layers"
 
 
 class OutputExistsError(FileExistsError):
@@ -155,19 +159,43 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+def is_single_layer(variant: VariantResult) -> bool:
+    """Whether a variant ran one MoE layer, layer 0: its files are written as moesim 0.1's."""
+    return len(variant.layers) == 1 and int(variant.layers[0]) == 0
+
+
+def _history_names(result: Result) -> tuple[str, ...]:
+    """Integer columns of history.csv: ``layer`` when a variant has several MoE layers."""
+    if all(is_single_layer(variant) for variant in result.variants):
+        return ("step",)
+    return (LAYER_COLUMN, "step")
+
+
 def history_csv(result: Result) -> str:
-    """The tidy history as CSV text (``variant`` first, then :data:`HISTORY_COLUMNS`)."""
+    """The tidy history as CSV text: ``variant`` first, then ``layer`` when a variant has
+    several MoE layers (one row per variant, layer and recorded step), then
+    :data:`HISTORY_COLUMNS`."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(("variant", *HISTORY_COLUMNS))
+    integers = _history_names(result)
+    names = (*integers, *HISTORY_COLUMNS[1:])
+    writer.writerow(("variant", *names))
     for variant in result.variants:
-        columns = [variant.history[name] for name in HISTORY_COLUMNS]
+        history = dict(variant.history)
+        history.setdefault(LAYER_COLUMN, np.zeros(len(history["step"]), dtype=np.int64))
+        columns = [history[name] for name in names]
         for row in zip(*columns, strict=True):
-            cells = [int(row[0])] + [
-                "" if not math.isfinite(value) else repr(float(value)) for value in row[1:]
+            cells = [int(value) for value in row[: len(integers)]] + [
+                "" if not math.isfinite(value) else repr(float(value))
+                for value in row[len(integers) :]
             ]
             writer.writerow((variant.name, *cells))
     return buffer.getvalue()
+
+
+def _part_columns(variant: VariantResult) -> tuple[str, ...]:
+    """History columns of a variant's part file: ``layer`` first with several layers."""
+    return HISTORY_COLUMNS if is_single_layer(variant) else (LAYER_COLUMN, *HISTORY_COLUMNS)
 
 
 def _json_text(value) -> str:
@@ -175,14 +203,24 @@ def _json_text(value) -> str:
 
 
 def _variant_arrays(variant: VariantResult) -> dict[str, np.ndarray]:
-    return {
+    """A variant's arrays for ``loads.npz`` (:data:`LOAD_FIELDS`); one layer without the layer
+    axis."""
+    single = is_single_layer(variant)
+    per_layer = {
         "loads": variant.loads,
         "demand": variant.demand,
         "bias": variant.bias,
-        "steps": variant.history["step"].astype(np.int64),
         "final_loads": variant.final_loads,
         "final_bias": variant.final_bias,
     }
+    if single:
+        per_layer = {key: array[0] for key, array in per_layer.items()}
+    steps = variant.history["step"][: variant.loads.shape[-2]].astype(np.int64)
+    arrays = {**per_layer, "steps": steps}
+    arrays = {key: arrays[key] for key in LOAD_FIELDS}
+    if not single:
+        arrays[LAYERS_FIELD] = np.asarray(variant.layers, dtype=np.int64)
+    return arrays
 
 
 def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
@@ -262,7 +300,7 @@ class ResultsWriter:
         part = {
             "variant": variant.name,
             "summary": variant.summary,
-            "history": {name: variant.history[name] for name in HISTORY_COLUMNS},
+            "history": {name: variant.history[name] for name in _part_columns(variant)},
         }
         if self.scenario.output.save_loads:
             write_atomic(self.parts / f"{index:04d}.npz", _npz_bytes(_variant_arrays(variant)))

@@ -43,6 +43,10 @@ HISTORY_COLUMNS = (
     "z_loss",
 )
 
+#: The history column of a run with several MoE layers: the layer's number (0-based, dense
+#: layers counted). A single-layer run's history.csv has no such column (moesim 0.1's files).
+LAYER_COLUMN = "layer"
+
 
 # ----------------------------------------------------------------------------------------------
 # Summary metrics and how they are shown: labels with units, table titles, scale and range
@@ -109,6 +113,51 @@ METRICS = {
     "steps_per_second": Metric("speed (steps per second)", "steps/s"),
 }
 
+#: Summary metrics of a run with several MoE layers only (docs/model.md §1.1): a single-layer
+#: run's summary stays as moesim 0.1 wrote it. The metrics above are then means over the layers.
+LAYER_METRICS = {
+    "layers": Metric("MoE layers (count)", "layers"),
+    "worst_layer": Metric("layer with the highest MaxVio_global (layer number)", "worst layer"),
+    "max_vio_global_p50": Metric(
+        "median over layers of MaxVio_global (max / mean load − 1)", "MaxVio global p50", log=True
+    ),
+    "max_vio_global_p90": Metric(
+        "p90 over layers of MaxVio_global (max / mean load − 1)", "MaxVio global p90", log=True
+    ),
+    "max_vio_global_max": Metric(
+        "worst layer's MaxVio_global (max / mean load − 1)", "MaxVio global max", log=True
+    ),
+    "co_routing": Metric(
+        "P(share an expert in layer l+1 | shared one in l)", "co-routing", high=1.0
+    ),
+    "co_routing_independent": Metric(
+        "P(share an expert in layer l+1), independent layers", "co-routing (indep.)", high=1.0
+    ),
+}
+
+#: Summary metrics whose higher values are worse, and those whose lower values are: the worst
+#: layer of each (results/layers.py). Counts, settings and timings have no worse side.
+WORSE_WHEN_HIGHER = frozenset(
+    {
+        "max_vio_global",
+        "mean_max_vio_batch",
+        "final_max_vio_batch",
+        "cv",
+        "gini",
+        "starved",
+        "top10_share",
+        "drop_rate",
+        "token_drop_rate",
+        "fully_dropped_rate",
+        "final_drop_rate",
+        "steps_to_balance",
+        "bias_oscillation",
+        "eval_loss",
+        "eval_regret",
+    }
+)
+WORSE_WHEN_LOWER = frozenset({"entropy", "fidelity", "quality", "quality_ratio"})
+
 #: The numeric keys of the summary :func:`moesim.engine.summarize` builds, in its order: the
 #: metrics a sweep can rank points by (``moesim sweep`` checks ``--metric`` against them before
 #: anything runs). A test compares them with a real summary, so this table and the engine stay
@@ -128,7 +177,7 @@ def metric_problem(metric) -> tuple[str, str | None] | None:
     Shared by ``moesim sweep --metric`` and the scenario's validation of ``sweep.metric`` (which
     adds the file, line and column).
     """
-    if metric in SUMMARY_METRICS:
+    if metric in SUMMARY_METRICS or metric in LAYER_METRICS:
         return None
     if metric in NOT_METRICS or metric in TEXT_SUMMARY_KEYS:
         message = f"{metric!r} is not a number, so it cannot pick the best point"
@@ -172,7 +221,11 @@ PARAMETERS = {
 
 def metric_spec(name: str) -> Metric:
     """:data:`METRICS` entry of ``name``; an unknown metric is shown by name, range unknown."""
-    return METRICS.get(name) or Metric(name.replace("_", " "), name, low=None)
+    return (
+        METRICS.get(name)
+        or LAYER_METRICS.get(name)
+        or Metric(name.replace("_", " "), name, low=None)
+    )
 
 
 def parameter_label(key: str) -> str:

@@ -36,7 +36,8 @@ from moesim.results.files import (
     read_sweep_csv,
 )
 from moesim.results.folder import PARTS_DIR
-from moesim.results.metrics import sort_key
+from moesim.results.layers import layer_numbers, summary_of_layer
+from moesim.results.metrics import LAYER_COLUMN, sort_key
 
 #: Sweep columns that are neither swept parameters nor metrics.
 SWEEP_BOOKKEEPING = {"seed", "point", "run", "replicate", "variant", "error", "status", "id"}
@@ -95,10 +96,11 @@ class ResultsData:
     summary : dict or None
         ``summary.json`` of a run (``{"scenario", "partial", "variants": [...]}``).
     history : dict[str, ndarray] or None
-        ``history.csv`` columns (``variant`` as strings).
+        ``history.csv`` columns (``variant`` as strings; ``layer`` 0 for a single-layer run).
     loads : dict[str, dict[str, ndarray]] or None
-        ``loads.npz`` per variant: ``loads``/``demand`` (R, E) int64, ``bias`` (R, E) float32,
-        ``steps`` (R,), ``final_loads`` (E,), ``final_bias`` (E,).
+        ``loads.npz`` per variant, with a layer axis even for one layer: ``loads``/``demand``
+        (L, R, E) int64, ``bias`` (L, R, E) float32, ``steps`` (R,), ``final_loads`` (L, E),
+        ``final_bias`` (L, E), ``layers`` (L,) the layers' numbers.
     sweep : dict[str, ndarray] or None
         ``sweep.csv`` columns: floats where every cell parses as a number, else strings.
     sweep_params : list[str]
@@ -108,6 +110,10 @@ class ResultsData:
     unfinished : bool
         The run never reached its end (killed): its variants were read from
         ``variants.partial/``.
+    layer : int or None
+        The MoE layer the views show (:attr:`variants`, :meth:`variant_history`,
+        :meth:`layer_loads`): that layer's numbers, or the mean over the layers when None
+        (``moesim plot --layer N``, ``moesim report --layer N``).
     """
 
     path: Path
@@ -121,11 +127,26 @@ class ResultsData:
     sweep_params: list[str] = field(default_factory=list)
     sweep_summary: dict | None = None
     unfinished: bool = False
+    layer: int | None = None
 
     @property
     def variants(self) -> list[dict]:
-        """Variant summaries of the run, in scenario order (empty for a sweep-only folder)."""
-        return list(self.summary.get("variants") or []) if self.summary else []
+        """Variant summaries of the run, in scenario order (empty for a sweep-only folder);
+        layer :attr:`layer`'s summaries when one is chosen (KeyError when a variant lacks it)."""
+        variants = list(self.summary.get("variants") or []) if self.summary else []
+        if self.layer is None:
+            return variants
+        return [summary_of_layer(summary, self.layer) for summary in variants]
+
+    @property
+    def layer_numbers(self) -> list[int]:
+        """The MoE layers' numbers of the run's first variant ([0] for one layer)."""
+        variants = list(self.summary.get("variants") or []) if self.summary else []
+        return layer_numbers(variants[0]) if variants else [0]
+
+    @property
+    def is_multi_layer(self) -> bool:
+        return len(self.layer_numbers) > 1
 
     @property
     def partial(self) -> bool:
@@ -190,12 +211,41 @@ class ResultsData:
         return sorted({_hashable(s) for s in self.sweep["seed"].tolist()}, key=sort_key)
 
     def variant_history(self, name: str) -> dict[str, np.ndarray] | None:
-        """History columns of one variant (rows of the tidy table with ``variant == name``);
+        """History columns of one variant (rows of the tidy table with ``variant == name``):
+        layer :attr:`layer`'s rows, or with several layers their mean at each recorded step;
         None without ``history.csv``."""
         if self.history is None:
             return None
         mask = self.history["variant"] == name
-        return {key: values[mask] for key, values in self.history.items() if key != "variant"}
+        if self.layer is not None:
+            mask &= self.history[LAYER_COLUMN] == self.layer
+        rows = {key: values[mask] for key, values in self.history.items() if key != "variant"}
+        if self.layer is not None or len(np.unique(rows[LAYER_COLUMN])) <= 1:
+            return rows
+        return _mean_per_step(rows)
+
+    def layer_loads(self, name: str) -> dict[str, np.ndarray] | None:
+        """One variant's ``loads.npz`` arrays without the layer axis: layer :attr:`layer`'s, or
+        the mean over the layers (``loads``, ``demand``, ``bias`` (R, E), ``steps`` (R,),
+        ``final_loads``, ``final_bias`` (E,)); None when the variant has none saved."""
+        arrays = (self.loads or {}).get(name)
+        if arrays is None:
+            return None
+        numbers = arrays["layers"].tolist()
+        if self.layer is not None and self.layer not in numbers:
+            return None
+        picked = {}
+        for key, array in arrays.items():
+            if key in ("steps", "layers"):
+                continue
+            if self.layer is not None:
+                picked[key] = array[numbers.index(self.layer)]
+            elif len(numbers) == 1:
+                picked[key] = array[0]
+            else:
+                picked[key] = array.mean(axis=0)
+        picked["steps"] = arrays["steps"]
+        return picked
 
     @cached_property
     def scenario_dict(self) -> dict:
@@ -250,6 +300,21 @@ class ResultsData:
             return None
         direction = "lowest" if minimize else "highest"
         return {"values": values, "mean": float(mean), "metric": metric, "direction": direction}
+
+
+def _mean_per_step(rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The mean over the layers of each history column at each recorded step (NaN-aware)."""
+    steps, inverse = np.unique(rows["step"], return_inverse=True)
+    mean = {"step": steps.astype(float), LAYER_COLUMN: np.full(steps.size, np.nan)}
+    for key, values in rows.items():
+        if key in mean:
+            continue
+        finite = np.isfinite(values)
+        sums = np.bincount(inverse, np.where(finite, values, 0.0), minlength=steps.size)
+        counts = np.bincount(inverse, finite.astype(float), minlength=steps.size)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean[key] = np.where(counts > 0, sums / counts, np.nan)
+    return mean
 
 
 def _flatten(node: dict, prefix: str = "") -> dict:

@@ -20,6 +20,7 @@ from moesim.scenario.docs import (
     render_scenario_docs,
     scenario_json_schema,
 )
+from moesim.scenario.layers import layer_scenarios, moe_layer_numbers
 from moesim.scenario.loading import (
     deep_merge,
     dump_yaml,
@@ -48,6 +49,8 @@ from moesim.scenario.schema import (
 from moesim.scenario.source import MAX_ALIASED_NODES, MAX_DEPTH, format_path
 
 __all__ = [
+    "layer_scenarios",
+    "moe_layer_numbers",
     "MAX_ALIASED_NODES",
     "MAX_DEPTH",
     "SECTIONS",

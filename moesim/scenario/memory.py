@@ -14,12 +14,15 @@ from __future__ import annotations
 import math
 import os
 
+from moesim.scenario.layers import moe_layer_numbers
 from moesim.scenario.schema import Scenario
 
 #: Work chunks of 256 tokens (moesim._jit.CHUNK_TOKENS; not imported here: it loads Numba).
 _CHUNK_TOKENS = 256
 #: Tokens the fidelity probe re-routes at a recorded step (engine/recorder.py FIDELITY_TOKENS).
 _FIDELITY_TOKENS = 1024
+#: Tokens whose pairs the co-routing of two layers is measured on (engine/layers.py).
+_CO_ROUTING_TOKENS = 256
 #: Bytes per record per variant of the history: 22 float64 columns rounded up to 32, and the
 #: same row as CSV text (history.csv) while the folder is written, built and then encoded.
 _HISTORY_BYTES = 32 * 8 + 2048
@@ -78,7 +81,29 @@ def _step_bytes(scenario: Scenario, dim: int) -> int:
     size += _threads() * n_experts * 128
     if scenario.learning.enabled:
         size += _learning_step_bytes(scenario, dim, n_chunks)
+    return size + _layers_step_bytes(scenario, dim, n_chunks)
+
+
+def _layers_step_bytes(scenario: Scenario, dim: int, n_chunks: int) -> int:
+    """What more layers add to a step: engine/paths.py's next inputs (the moved tokens, the
+    noise, the tokens' scale in float64, for the batch and the held-out batch), each further
+    layer's learning sums kept between steps, engine/layers.py's co-routing pairs."""
+    extra_layers = _moe_layers(scenario) - 1
+    if extra_layers <= 0:
+        return 0
+    n_tokens = scenario.tokens.tokens_per_step
+    n_eval = scenario.learning.eval_tokens if scenario.learning.enabled else 0
+    size = (n_tokens + n_eval) * (dim * (4 + 4 + 8) + 8)
+    if scenario.learning.enabled:
+        size += extra_layers * (2 * n_chunks * scenario.router.experts * dim * 8 + n_chunks * 8)
+    pairs = _CO_ROUTING_TOKENS * (_CO_ROUTING_TOKENS - 1) // 2
+    size += _CO_ROUTING_TOKENS * (scenario.router.experts + _CO_ROUTING_TOKENS) * 4 + 4 * pairs
     return size
+
+
+def _moe_layers(scenario: Scenario) -> int:
+    """Layers with a router (each holds its own router, counters and records)."""
+    return len(moe_layer_numbers(scenario))
 
 
 def _learning_step_bytes(scenario: Scenario, dim: int, n_chunks: int) -> int:
@@ -164,6 +189,8 @@ def estimated_memory(scenario: Scenario, trace_shape: tuple[int, int] | None = N
         for each. Python and Numba themselves come on top (about 0.2 GB).
     """
     dim = trace_shape[1] if trace_shape else scenario.tokens.dim
+    # Every MoE layer holds its own router, counters, balance window and records.
+    layers = _moe_layers(scenario)
     window = min(scenario.steps, scenario.metrics.balance_window)
     # A trace is read in its own dtype (up to 8 bytes) then converted to float32; learning's
     # held-out stream holds a copy of it (engine/learner.py).
@@ -171,10 +198,10 @@ def estimated_memory(scenario: Scenario, trace_shape: tuple[int, int] | None = N
     trace = trace_shape[0] * (trace_shape[1] * trace_bytes + 2 * 8) if trace_shape else 0
     return {
         "step": _step_bytes(scenario, dim),
-        "router": _router_bytes(scenario, dim),
-        "clusters": _clusters_bytes(scenario, dim),
-        "balance": window * scenario.router.experts * 8,
-        "records": _records_bytes(scenario),
+        "router": _router_bytes(scenario, dim) * layers,
+        "clusters": _clusters_bytes(scenario, dim) * layers,
+        "balance": window * scenario.router.experts * 8 * layers,
+        "records": _records_bytes(scenario) * layers,
         "trace": trace,
     }
 

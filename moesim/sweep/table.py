@@ -62,11 +62,12 @@ class SweepResult:
 
 
 def metric_names(records: list[dict]) -> list[str]:
-    """Summary keys of the finished points, in summary order."""
+    """Summary keys of the finished points, in summary order (a many-layer run's per-layer
+    summaries and spreads, lists and mappings, are not columns)."""
     names: dict[str, None] = {}
     for record in records:
-        for key in record.get("summary") or {}:
-            if key not in NOT_METRICS:
+        for key, value in (record.get("summary") or {}).items():
+            if key not in NOT_METRICS and not isinstance(value, (list, dict)):
                 names[key] = None
     return list(names)
 

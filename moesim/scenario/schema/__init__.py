@@ -13,6 +13,7 @@ from pydantic import ConfigDict, Field
 
 from moesim.scenario.schema.balance import AuxConfig, BalanceConfig, BiasConfig, CapacityConfig
 from moesim.scenario.schema.base import NAME_PATTERN, _Section
+from moesim.scenario.schema.layers import MAX_LAYERS, TokenPathsConfig
 from moesim.scenario.schema.learning import LearningConfig
 from moesim.scenario.schema.output import MetricsConfig, OutputConfig, PublishedPoint, SweepConfig
 from moesim.scenario.schema.router import RouterConfig
@@ -25,6 +26,7 @@ __all__ = [
     "CapacityConfig",
     "DriftConfig",
     "LearningConfig",
+    "MAX_LAYERS",
     "MetricsConfig",
     "NAME_PATTERN",
     "OutputConfig",
@@ -33,6 +35,7 @@ __all__ = [
     "SECTIONS",
     "Scenario",
     "SweepConfig",
+    "TokenPathsConfig",
     "TokensConfig",
     "Variant",
 ]
@@ -54,11 +57,22 @@ class Scenario(_Section):
     description: str = Field("", description="Free text.")
     seed: int = Field(0, ge=0, le=2**63 - 1, description="Seed of every random stream.")
     steps: int = Field(1000, ge=1, le=100_000_000, description="Steps to simulate.")
+    layers: int = Field(
+        1,
+        ge=1,
+        le=MAX_LAYERS,
+        description="Layers of the model, each with its own router, bias and learning state "
+        "(docs/model.md §1.1); 1 is the single layer of moesim 0.1.",
+    )
     tokens: TokensConfig = Field(default_factory=TokensConfig, description="Token stream.")
     router: RouterConfig = Field(default_factory=RouterConfig, description="Router.")
     balance: BalanceConfig = Field(default_factory=BalanceConfig, description="Balancing.")
     capacity: CapacityConfig = Field(default_factory=CapacityConfig, description="Capacity.")
     learning: LearningConfig = Field(default_factory=LearningConfig, description="Learning.")
+    token_paths: TokenPathsConfig = Field(
+        default_factory=TokenPathsConfig,
+        description="How router inputs carry from layer to layer (with `layers` > 1).",
+    )
     metrics: MetricsConfig = Field(default_factory=MetricsConfig, description="Metrics.")
     output: OutputConfig = Field(default_factory=OutputConfig, description="Output.")
     sweep: SweepConfig = Field(default_factory=SweepConfig, description="Parameter sweep.")

@@ -1,0 +1,111 @@
+"""One MoE layer of the model: its router, bias, learner and counters (docs/model.md §1.1).
+
+Every layer has state of its own (centroids ``W``, bias ``b``, the learner's windows and the
+recorder's counters), built from the layer's own resolved scenario (the scenario with the
+layer's settings applied, :func:`moesim.scenario.layer_scenarios`). The step loop
+(:mod:`moesim.engine.loop`) routes each layer in turn on the inputs the token paths give it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from moesim.engine.bias import BiasBalancer
+from moesim.engine.learner import RouterLearner
+from moesim.engine.recorder import Recorder
+from moesim.engine.router import capacity_for, initial_centroids, router_spec_for
+from moesim.kernels.capacity import POLICY_CODES
+from moesim.kernels.routing import router_logits
+from moesim.kernels.step import run_routing_step
+
+
+def non_finite_state(logits: np.ndarray, bias: np.ndarray) -> str | None:
+    """What is not finite (inf or NaN) before routing a step: the logits or the bias; or None.
+
+    Logits are the tokens times the centroids, so overflowing centroids (a learning rate or
+    z-loss far too large) or tokens show here. Min and max propagate NaN and show inf, without
+    the temporary array of ``np.isfinite``.
+    """
+    if not (np.isfinite(logits.min()) and np.isfinite(logits.max())):
+        return "the router logits (tokens x centroids)"
+    if not (np.isfinite(bias.min()) and np.isfinite(bias.max())):
+        return "the expert bias"
+    return None
+
+
+class MoELayer:
+    """The router state of one MoE layer and its step (docs/model.md §2-§6).
+
+    Parameters
+    ----------
+    scenario : Scenario
+        The layer's resolved scenario (without variants).
+    number : int
+        The layer's number in the model (0-based, dense layers counted).
+    dim : int
+        Token dimension d.
+    n_clusters : int
+        Token domains (the recorder's cluster-by-expert counts).
+    init_seed, learning_seed : np.random.SeedSequence
+        The layer's centroids and its learner's random streams.
+    stream : TokenStream
+        The token stream (the learner copies it for its held-out batch).
+
+    Attributes
+    ----------
+    centroids : ndarray (E, d) float32
+        The router's ``W``, updated in place by learning.
+    balancer : BiasBalancer
+        The expert bias ``b`` (``balancer.bias``, (E,) float32) and its update.
+    learner : RouterLearner
+    recorder : Recorder
+    """
+
+    def __init__(self, scenario, number: int, dim: int, n_clusters: int, init_seed, learning_seed,
+                 stream):  # fmt: skip
+        self.scenario = scenario
+        self.number = number
+        self.spec = spec = router_spec_for(scenario)
+        self.capacity = capacity_for(scenario, spec)
+        self.policy_code = POLICY_CODES[scenario.capacity.policy]
+        self.centroids = initial_centroids(scenario.router, dim, init_seed)
+        self.balancer = BiasBalancer(scenario)
+        self.learner = RouterLearner(scenario, spec, dim, learning_seed, stream=stream)
+        self.recorder = Recorder(scenario, spec, self.capacity, n_clusters=n_clusters)
+
+    def step(self, step: int, tokens, clusters, *, measure: bool, held_out=None):
+        """Route step ``step``'s inputs ``tokens`` (T, d) through this layer, update its bias,
+        learn and count; record a history row when ``measure``.
+
+        ``clusters`` (T,) are the tokens' domains; ``held_out`` the held-out batch as this
+        layer sees it (None: the learner's own). Returns the ``RoutingStep``, or None when the
+        state was not finite and the layer could not route (the run stops there; the
+        recorder's ``diverged`` says what).
+        """
+        balancer, recorder, bias = self.balancer, self.recorder, self.balancer.bias
+        logits = router_logits(tokens, self.centroids)  # §2
+        diverged = non_finite_state(logits, bias)
+        if diverged is not None:
+            # Overflowed state routes nowhere meaningful: stop, and say so in the verdict.
+            recorder.diverge(step, diverged)
+            return None
+        # §2, §3: scores + bias, groups, top-K, then the capacity and its drops.
+        routed = run_routing_step(
+            logits, bias, balancer.enabled, self.spec, self.capacity, self.policy_code
+        )
+        recorder.update(step, routed, clusters)  # §3, §6: loads, drops, balance
+        balancer.update(step, routed)  # §4: the bias, in place
+        recorder.track_bias(step, bias)
+        learned = self.learner.step(  # §5
+            tokens,
+            logits,
+            routed,
+            self.centroids,
+            step,
+            measure=measure,
+            bias=bias if balancer.enabled else None,
+            held_out=held_out,
+        )
+        if measure:
+            recorder.record(step, routed, logits, bias, learned)  # §6: a history row
+        return routed
