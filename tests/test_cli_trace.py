@@ -29,13 +29,14 @@ def test_a_run_exported_reads_back_as_its_demand(tmp_path):
     scenario = str(ROOT / "scenarios" / "traces" / "example.yaml")
     assert runner.invoke(app, ["run", scenario, "-o", str(out), *tiny]).exit_code == 0
     with np.load(out / "loads.npz") as saved:
-        demand = saved["trace_example.demand"]
+        demand = np.moveaxis(saved["trace_example.demand"], 0, 1)  # (layers, steps, experts)
     for name, extra in (("t.npy", []), ("t.csv", []), ("mcore", ["--expert-parallel", "4"])):
         result = runner.invoke(app, ["trace", "export", str(out), str(tmp_path / name), *extra])
         assert result.exit_code == 0, result.output
         loads = traces.read_load_trace(tmp_path / name)
-        np.testing.assert_array_equal(loads[:, 0, :], demand)
-        assert loads.sum() == 6 * 128 * 4  # every assignment of every step: top-4 of 128 tokens
+        np.testing.assert_array_equal(loads, demand)
+        # Every assignment of every step and layer: top-4 of 128 tokens in each of 4 layers.
+        assert loads.shape == (6, 4, 32) and loads.sum() == 6 * 4 * 128 * 4
     bad = runner.invoke(
         app, ["trace", "export", str(out), str(tmp_path / "x.npy"), "--variant", "v"]
     )
@@ -43,7 +44,7 @@ def test_a_run_exported_reads_back_as_its_demand(tmp_path):
 
 
 def test_the_shipped_example_is_placed_and_rebalanced():
-    assert traces.check_load_trace(EXAMPLE) == (400, 1, 32)
+    assert traces.check_load_trace(EXAMPLE) == (400, 4, 32)
     args = ["--gpus", "8", "--nodes", "2", "--redundant", "8", "--groups", "4"]
     timing = ["--window", "100", "--interval", "100", "--expert-bytes", "44e6"]
     result = runner.invoke(app, ["trace", "eplb", str(EXAMPLE), *args, *timing])
