@@ -24,6 +24,7 @@ LAYERS = (
         "moesim.deployment",
         "moesim.reference",
         "moesim.reference_learning",
+        "moesim.reference_noisy",
     ),
     ("moesim.scenario",),
     ("moesim.engine",),

@@ -153,6 +153,23 @@ def _z_loss_gradient_row(logit_row, coefficient, g):
     return lse
 
 
+@njit
+def _aux_and_z_loss_row(
+    logit_row, token, aux_score_code, aux_coefficients, seq_len, z_loss_per_token, p,
+    exponent_bits, g,
+):  # fmt: skip
+    """Subtract token ``token``'s aux-loss and z-loss gradients from ``g``; returns its squared
+    logsumexp (0 without a z-loss). ``aux_coefficients`` as for :func:`_router_gradient` (empty:
+    no aux loss); ``z_loss_per_token`` is beta / T (0: no z-loss)."""
+    if aux_coefficients.shape[0] > 0:
+        row = 0 if aux_coefficients.shape[0] == 1 else token // seq_len
+        _aux_gradient_row(logit_row, aux_score_code, aux_coefficients[row], p, exponent_bits, g)
+    if z_loss_per_token > 0:
+        lse = _z_loss_gradient_row(logit_row, z_loss_per_token, g)
+        return lse * lse
+    return 0.0
+
+
 @njit_parallel
 def _router_gradient(
     logits,
@@ -178,8 +195,6 @@ def _router_gradient(
     n_tokens, n_experts = logits.shape
     dim = tokens.shape[1]
     inv_tokens = 1.0 / n_tokens
-    has_aux = aux_coefficients.shape[0] > 0
-    single_aux_row = aux_coefficients.shape[0] == 1
     for c in prange(chunk_gradients.shape[0]):
         g = np.zeros(n_experts)
         p = np.empty(n_experts)
@@ -192,14 +207,10 @@ def _router_gradient(
             )
             for e in range(n_experts):
                 g[e] *= inv_tokens
-            if has_aux:
-                row = 0 if single_aux_row else t // seq_len
-                _aux_gradient_row(
-                    logits[t], aux_score_code, aux_coefficients[row], p, exponent_bits, g
-                )
-            if z_loss > 0:
-                lse = _z_loss_gradient_row(logits[t], z_loss * inv_tokens, g)
-                lse_sq += lse * lse
+            lse_sq += _aux_and_z_loss_row(
+                logits[t], t, aux_score_code, aux_coefficients, seq_len, z_loss * inv_tokens, p,
+                exponent_bits, g,
+            )  # fmt: skip
             for e in range(n_experts):
                 if g[e] != 0.0:
                     for j in range(dim):
