@@ -306,8 +306,8 @@ SINGLE_AUX = {"kind": "batch", "alpha": 0.1}
         ),
         (
             "kind: [batch, seqence]\n    alpha: [0.1, 0.2]",
-            "s.yaml:5:19: balance.aux.kind[1]: expected one of 'none', 'batch', 'sequence' or "
-            "'global', got 'seqence'; did you mean 'sequence'?",
+            "s.yaml:5:19: balance.aux.kind[1]: expected one of 'none', 'batch', 'sequence', "
+            "'global', 'importance' or 'load', got 'seqence'; did you mean 'sequence'?",
         ),
         (
             "kind: [batch, sequence]\n    alpha: [0.1, -1]",

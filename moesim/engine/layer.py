@@ -13,7 +13,12 @@ import numpy as np
 from moesim.engine.bias import BiasBalancer
 from moesim.engine.learner import RouterLearner
 from moesim.engine.recorder import Recorder
-from moesim.engine.router import capacity_for, initial_centroids, router_spec_for
+from moesim.engine.router import (
+    capacity_for,
+    initial_centroids,
+    noisy_gate_for,
+    router_spec_for,
+)
 from moesim.kernels.capacity import POLICY_CODES
 from moesim.kernels.routing import router_logits
 from moesim.kernels.step import run_routing_step
@@ -55,6 +60,8 @@ class MoELayer:
     ----------
     centroids : ndarray (E, d) float32
         The router's ``W``, updated in place by learning.
+    gate : NoisyGate or None
+        Noisy top-K's ``W_noise`` and noise (docs/model.md §2.1); None for the other algorithms.
     balancer : BiasBalancer
         The expert bias ``b`` (``balancer.bias``, (E,) float32) and its update.
     learner : RouterLearner
@@ -69,6 +76,8 @@ class MoELayer:
         self.capacity = capacity_for(scenario, spec)
         self.policy_code = POLICY_CODES[scenario.capacity.policy]
         self.centroids = initial_centroids(scenario.router, dim, init_seed)
+        # Noisy top-K's W_noise and noise stream (§2.1), from a child of the centroids' seed.
+        self.gate = noisy_gate_for(scenario, dim, init_seed.spawn(1)[0])
         self.balancer = BiasBalancer(scenario)
         self.learner = RouterLearner(scenario, spec, dim, learning_seed, stream=stream)
         self.recorder = Recorder(scenario, spec, self.capacity, n_clusters=n_clusters)
@@ -84,14 +93,18 @@ class MoELayer:
         """
         balancer, recorder, bias = self.balancer, self.recorder, self.balancer.bias
         logits = router_logits(tokens, self.centroids)  # §2
-        diverged = non_finite_state(logits, bias)
+        # §2.1: noisy top-K routes on H = logits + noise; everything else on the logits.
+        routing_logits = (
+            logits if self.gate is None else self.gate.noisy_logits(tokens, logits, step)
+        )
+        diverged = non_finite_state(routing_logits, bias)
         if diverged is not None:
             # Overflowed state routes nowhere meaningful: stop, and say so in the verdict.
             recorder.diverge(step, diverged)
             return None
         # §2, §3: scores + bias, groups, top-K, then the capacity and its drops.
         routed = run_routing_step(
-            logits, bias, balancer.enabled, self.spec, self.capacity, self.policy_code
+            routing_logits, bias, balancer.enabled, self.spec, self.capacity, self.policy_code
         )
         recorder.update(step, routed, clusters)  # §3, §6: loads, drops, balance
         balancer.update(step, routed)  # §4: the bias, in place
@@ -105,7 +118,8 @@ class MoELayer:
             measure=measure,
             bias=bias if balancer.enabled else None,
             held_out=held_out,
+            gate=self.gate,
         )
         if measure:
-            recorder.record(step, routed, logits, bias, learned)  # §6: a history row
+            recorder.record(step, routed, routing_logits, bias, learned)  # §6: a history row
         return routed

@@ -16,6 +16,7 @@ from moesim.kernels.learning import (
     reusable_zeros,
 )
 from moesim.kernels.logits import router_logits
+from moesim.kernels.noisy import _noisy_router_gradient, balance_sums, cv_squared_and_gradient
 from moesim.kernels.numerics import NORM_EPS
 from moesim.kernels.optimizer import learning_rate_at, make_optimizer
 from moesim.kernels.rewards import REWARD_MODELS
@@ -38,7 +39,11 @@ class RouterLearner:
         self.steps = scenario.steps
         self.spec = spec
         self.learning = scenario.learning
-        self.aux_terms = scenario.balance.aux.terms()
+        self.aux_terms = scenario.balance.aux.switch_terms()
+        # Noisy top-K's importance and load weights (docs/model.md §5.5), 0 when off.
+        shazeer = dict(scenario.balance.aux.shazeer_terms())
+        self.importance_weight = shazeer.get("importance", 0.0)
+        self.load_weight = shazeer.get("load", 0.0)
         self.global_aux = any(kind == "global" for kind, _ in self.aux_terms)
         self.z_loss = float(scenario.balance.aux.z_loss)
         self.seq_len = scenario.tokens.seq_len
@@ -49,12 +54,16 @@ class RouterLearner:
         self.window_counts = np.zeros(n_experts, dtype=np.int64)
         self.window_tokens = 0
         self._chunk_gradients: np.ndarray | None = None  # kept between steps (reusable_zeros)
+        self._chunk_noise_gradients: np.ndarray | None = None  # noisy top-K's W_noise
         self.eval_stream = None
         if not self.enabled:
             return
         model = REWARD_MODELS[self.learning.reward]
         self.reward = model.from_config(n_experts, dim, self.learning, np.random.default_rng(seed))
         self.optimizer = make_optimizer(self.learning, (n_experts, dim))
+        # W_noise of noisy top-K learns with an optimizer (and moments) of its own.
+        noisy = scenario.router.algorithm == "noisy_top_k"
+        self.noise_optimizer = make_optimizer(self.learning, (n_experts, dim)) if noisy else None
         if hasattr(self.reward, "token_losses") and stream is not None:
             # Held-out tokens (docs/model.md §5.1): the same domains and weights, noise and
             # domain draws from a key of their own, so the router never learns from them. A
@@ -112,12 +121,16 @@ class RouterLearner:
         measure: bool,
         bias=None,
         held_out=None,
+        gate=None,
     ):
         """One optimizer step on ``L = -R + L_aux + L_z``; updates ``centroids`` in place.
 
         ``bias`` is the expert bias of this step (None without one): the held-out batch
-        (``held_out``, or the learner's own when None) is routed with it. Returns the step's
-        measurements (empty unless ``measure``).
+        (``held_out``, or the learner's own when None) is routed with it. ``gate`` is noisy
+        top-K's :class:`~moesim.engine.router.NoisyGate` (None for the other algorithms): then
+        ``routed`` was routed on its noisy logits, the importance and load losses join ``L``
+        and its ``W_noise`` is updated too. Returns the step's measurements (empty unless
+        ``measure``).
         """
         if not self.enabled:
             return {}
@@ -132,8 +145,15 @@ class RouterLearner:
         if measure and self.eval_stream is None:
             measured = self.training_quality(tokens, routed, rewards)
         coefficients = self._aux_coefficients(logits, step, measured if measure else None)
-        gradient, lse_sq = self._gradient(tokens, logits, routed, rewards, coefficients)
-        self._update(centroids, gradient, step)
+        if gate is None:
+            gradient, lse_sq = self._gradient(tokens, logits, routed, rewards, coefficients)
+        else:
+            gradient, noise_gradient, lse_sq = self._noisy_gradient(
+                tokens, logits, routed, rewards, coefficients, gate, step, bias,
+                measured if measure else None,
+            )  # fmt: skip
+            self._update(gate.weights, noise_gradient, step, self.noise_optimizer)
+        self._update(centroids, gradient, step, self.optimizer)
         self.reward.observe(tokens, routed.indices, routed.keep, routed.kept)
         if measure and self.z_loss > 0:
             measured["z_loss"] = self.z_loss * lse_sq / logits.shape[0]
@@ -205,8 +225,51 @@ class RouterLearner:
         # Chunks are summed in a fixed order: the update does not depend on the thread count.
         return chunk_gradients.sum(axis=0), float(chunk_lse_sq.sum())
 
-    def _update(self, centroids, gradient, step: int) -> None:
-        """One optimizer step at this step's scheduled rate (docs/model.md §5.2)."""
+    def _noisy_gradient(
+        self, tokens, logits, routed, rewards, coefficients, gate, step, bias, measured
+    ):
+        """``dJ/dW_g`` and ``dJ/dW_noise`` (E, d) float64 of noisy top-K (docs/model.md §5.5),
+        with the importance and load losses, and the z-loss's sum of squared logsumexps. Adds
+        the two losses' values to ``measured['aux_loss']`` when ``measured`` is a record's."""
+        n_tokens, n_experts = logits.shape
+        has_bias = bias is not None
+        if not has_bias:
+            bias = np.zeros(n_experts, dtype=logits.dtype)
+        no_term = np.empty(0)
+        importance_coefficients = load_coefficients = no_term
+        if self.importance_weight > 0 or self.load_weight > 0:
+            importance, load = balance_sums(
+                gate.noisy, logits, gate.noise_logits, bias, has_bias, routed.indices
+            )
+            importance_loss, importance_coefficients = cv_squared_and_gradient(
+                importance, self.importance_weight
+            )
+            load_loss, load_coefficients = cv_squared_and_gradient(load, self.load_weight)
+            if self.importance_weight == 0:
+                importance_coefficients = no_term
+            if self.load_weight == 0:
+                load_coefficients = no_term
+            if measured is not None:
+                measured["aux_loss"] = measured.get("aux_loss", 0.0) + importance_loss + load_loss
+        n_chunks = n_chunks_for(n_tokens)
+        shape = (n_chunks, n_experts, tokens.shape[1])
+        chunk_gate = self._chunk_gradients = reusable_zeros(self._chunk_gradients, shape)
+        chunk_noise = self._chunk_noise_gradients = reusable_zeros(
+            self._chunk_noise_gradients, shape
+        )
+        chunk_lse_sq = np.zeros(n_chunks)
+        _noisy_router_gradient(
+            logits, gate.noisy, gate.noise_logits, tokens, routed.indices, rewards, gate.key,
+            step, bias, has_bias, self.spec.route_scale, self.aux_score_code, coefficients,
+            self.seq_len, self.z_loss, importance_coefficients, load_coefficients, chunk_gate,
+            chunk_noise, chunk_lse_sq,
+        )  # fmt: skip
+        # Chunks are summed in a fixed order: the update does not depend on the thread count.
+        return chunk_gate.sum(axis=0), chunk_noise.sum(axis=0), float(chunk_lse_sq.sum())
+
+    def _update(self, centroids, gradient, step: int, optimizer) -> None:
+        """One step of ``optimizer`` on ``centroids`` (W_g, or noisy top-K's W_noise) at this
+        step's scheduled rate (docs/model.md §5.2)."""
         learning = self.learning
         rate = learning_rate_at(
             step,
@@ -221,4 +284,4 @@ class RouterLearner:
             centroids += (rate * gradient).astype(np.float32)
         else:
             # The optimizers minimise: hand them dL/dW = -dJ/dW.
-            self.optimizer.update(centroids, -gradient, rate)
+            optimizer.update(centroids, -gradient, rate)

@@ -19,6 +19,7 @@ from moesim.results.metrics import metric_problem
 from moesim.scenario import memory
 from moesim.scenario.grid import SweepError, check_size
 from moesim.scenario.schema import (
+    SHAZEER_KINDS,
     AuxConfig,
     MetricsConfig,
     OutputConfig,
@@ -168,6 +169,55 @@ def _check_router(router: RouterConfig, report: _Report) -> None:
                 ("router", "group_score_topk"),
                 f"must be <= experts per group {group_size} (got {router.group_score_topk})",
             )
+
+
+def _check_noisy_top_k(scenario: Scenario, report: _Report) -> None:
+    """Noisy top-K gating (docs/model.md §2.1) with what it is defined with, and its options
+    (zero init, the importance and load losses) only with it."""
+    router, aux = scenario.router, scenario.balance.aux
+    algorithm = ("router", "algorithm")
+    shazeer = [kind for kind in aux.kinds if kind in SHAZEER_KINDS]
+    if router.algorithm != "noisy_top_k":
+        if router.zero_init:
+            report.add(
+                ("router", "zero_init"),
+                "starts W_g and W_noise at zero, which only noisy_top_k has (with top_k every "
+                "logit would be 0 and every token would pick experts 0..K-1)",
+                "set router.algorithm: noisy_top_k, or leave zero_init out",
+                near=algorithm,
+            )
+        if shazeer:
+            report.add(
+                ("balance", "aux", "kind"),
+                f"{shazeer[0]!r} is a loss of Shazeer et al.'s noisy top-K gating, defined on "
+                "its noisy gates (the load estimator needs the noise)",
+                "set router.algorithm: noisy_top_k, or use batch, sequence or global",
+                near=algorithm,
+            )
+        return
+    if router.score != "softmax_after_topk":
+        report.add(
+            ("router", "score"),
+            f"noisy_top_k gates with a softmax over the K kept noisy logits (got {router.score!r})",
+            "set router.score: softmax_after_topk",
+            near=algorithm,
+        )
+    if router.groups > 1:
+        report.add(
+            ("router", "groups"),
+            "noisy_top_k chooses among all experts: group-limited routing is not defined for it "
+            "(Shazeer et al.'s hierarchical MoE is a different model)",
+            "set router.groups: 1",
+            near=algorithm,
+        )
+    if router.top_k >= router.experts:
+        report.add(
+            ("router", "top_k"),
+            f"noisy_top_k needs top_k < experts (got {router.top_k} of {router.experts}): with "
+            "every expert kept the noise chooses nothing, and the load estimator's k-th "
+            "largest of the other experts does not exist",
+            near=algorithm,
+        )
 
 
 def _check_token_stream(tokens: TokensConfig, report: _Report) -> None:
@@ -440,6 +490,7 @@ def cross_problems(scenario: Scenario, source: Source, prefix=()) -> list[Proble
     """
     report = _Report(source, prefix)
     _check_router(scenario.router, report)
+    _check_noisy_top_k(scenario, report)
     _check_token_stream(scenario.tokens, report)
     _check_unused_settings(scenario.tokens, report)
     trace_shape = _check_trace_file(scenario.tokens, report)

@@ -69,6 +69,9 @@ def _step_bytes(scenario: Scenario, dim: int) -> int:
     # counts; kernels/capacity.py: the chunk offsets, each expert's slots (token and k) and its
     # sort keys and order.
     size += n_tokens * top_k * (8 + 4 + 1) + n_chunks * n_experts * 8
+    if scenario.router.algorithm == "noisy_top_k":
+        # kernels/noisy.py: the noise logits x W_noise and the noisy logits H (float32).
+        size += 2 * n_tokens * n_experts * 4
     # The loop's names keep the previous step's tokens, logits and routing alive while the next
     # step's are made: two of each at the peak.
     size *= 2
@@ -120,6 +123,10 @@ def _learning_step_bytes(scenario: Scenario, dim: int, n_chunks: int) -> int:
         size += n_sequences * n_experts * 8 * (6 + 2 * aux_terms)
     # Per-chunk gradient and specialty-direction sums (kept between steps).
     size += 2 * n_chunks * n_experts * dim * 8 + n_chunks * 8
+    if scenario.router.algorithm == "noisy_top_k":
+        # kernels/noisy.py: the per-chunk gradient of W_noise, per-chunk importance and load;
+        # W_noise's summed gradient and optimizer step as for the centroids below.
+        size += n_chunks * n_experts * (dim + 2) * 8 + n_experts * dim * (8 + 8 + 4 + 6 * 8)
     # Experts x dim: the summed gradient, its scaled copy (float64, then float32), the specialty
     # update (sums, mean direction, update, norms) and AdamW's step (kernels/optimizer.py:
     # the float64 copy, the bias-corrected moments, their root, the step).
@@ -137,6 +144,9 @@ def _router_bytes(scenario: Scenario, dim: int) -> int:
     """engine/router.py: the centroids (float32), drawn in float64; the reward model's
     specialty directions (float64), drawn and normalised."""
     size = scenario.router.experts * dim * (4 + 8 + 8)
+    if scenario.router.algorithm == "noisy_top_k":
+        # engine/router.py NoisyGate: W_noise (float32), drawn in float64; AdamW's moments.
+        size += scenario.router.experts * dim * (4 + 8 + 2 * 8 * scenario.learning.enabled)
     if scenario.learning.enabled:
         # The specialty directions, drawn and normalised; AdamW's two moments (float64).
         size += scenario.router.experts * dim * (3 * 8 + 2 * 8)

@@ -11,7 +11,13 @@ from __future__ import annotations
 import yaml
 from pydantic import ConfigDict, Field
 
-from moesim.scenario.schema.balance import AuxConfig, BalanceConfig, BiasConfig, CapacityConfig
+from moesim.scenario.schema.balance import (
+    SHAZEER_KINDS,
+    AuxConfig,
+    BalanceConfig,
+    BiasConfig,
+    CapacityConfig,
+)
 from moesim.scenario.schema.base import NAME_PATTERN, _Section
 from moesim.scenario.schema.layers import MAX_LAYERS, TokenPathsConfig
 from moesim.scenario.schema.learning import LearningConfig
@@ -33,6 +39,7 @@ __all__ = [
     "PublishedPoint",
     "RouterConfig",
     "SECTIONS",
+    "SHAZEER_KINDS",
     "Scenario",
     "SweepConfig",
     "TokenPathsConfig",

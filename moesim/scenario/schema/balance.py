@@ -45,16 +45,22 @@ class BiasConfig(_Section):
     )
 
 
+#: Aux-loss kinds of noisy top-K gating (Shazeer et al. 2017): CV^2 of importance and of load.
+SHAZEER_KINDS = ("importance", "load")
+
+
 class AuxConfig(_Section):
     """Auxiliary balance loss and z-loss (docs/model.md §5); they act through router learning."""
 
     kind: (
-        Literal["none", "batch", "sequence", "global"]
-        | list[Literal["none", "batch", "sequence", "global"]]
+        Literal["none", "batch", "sequence", "global", "importance", "load"]
+        | list[Literal["none", "batch", "sequence", "global", "importance", "load"]]
     ) = Field(
         "none",
         description="Balance over the batch, per sequence, or over the update window "
         "(`balance.bias.every` steps, so with the default every=1 global is the same as batch); "
+        "importance, load: Shazeer et al.'s w CV(Importance)^2 and w CV(Load)^2, with "
+        "`router.algorithm: noisy_top_k` only (docs/model.md §5.5); "
         "a list sums several kinds, as Megatron-Core does.",
     )
     alpha: float | list[float] = Field(
@@ -97,6 +103,15 @@ class AuxConfig(_Section):
     def alphas(self) -> list[float]:
         """The coefficients as a list (one entry for the single-value form)."""
         return [self.alpha] if isinstance(self.alpha, float) else list(self.alpha)
+
+    def shazeer_terms(self) -> list[tuple[str, float]]:
+        """``(kind, w)`` of Shazeer et al.'s importance and load losses in effect, in order."""
+        return [(kind, alpha) for kind, alpha in self.terms() if kind in SHAZEER_KINDS]
+
+    def switch_terms(self) -> list[tuple[str, float]]:
+        """``(kind, alpha)`` of the ``alpha sum f_i P_i`` losses in effect (batch, sequence,
+        global), in order."""
+        return [(kind, alpha) for kind, alpha in self.terms() if kind not in SHAZEER_KINDS]
 
     def terms(self) -> list[tuple[str, float]]:
         """``(kind, alpha)`` of every balance loss in effect, in order; empty for none."""

@@ -16,6 +16,12 @@ class RouterConfig(_Section):
 
     experts: int = Field(256, ge=1, le=65536, description="E, routed experts.")
     top_k: int = Field(8, ge=1, le=65536, description="K, experts per token.")
+    algorithm: Literal["top_k", "noisy_top_k"] = Field(
+        "top_k",
+        description="top_k: token-choice top-K of the scores (+ bias); noisy_top_k: Shazeer et "
+        "al. 2017, top-K of x W_g + N(0, 1) softplus(x W_noise), softmax over the K "
+        "(needs score: softmax_after_topk; docs/model.md §2.1).",
+    )
     score: Literal["sigmoid", "softmax", "softmax_after_topk"] = Field(
         "sigmoid",
         description="sigmoid (DeepSeek-V3), softmax over all experts (DeepSeek-V2, Switch), or "
@@ -48,4 +54,10 @@ class RouterConfig(_Section):
         le=1e3,
         description="Head start of the first E/16 experts along a common direction (a collapse "
         "seed).",
+    )
+    zero_init: bool = Field(
+        False,
+        description="noisy_top_k: W_g and W_noise start at zero (no signal, some noise: loads "
+        "start balanced), as Shazeer et al. 2017 appendix A; else W_noise ~ N(0, 1) * "
+        "init_scale like W_g.",
     )
