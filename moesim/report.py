@@ -36,6 +36,16 @@ RUN_COLUMNS = (
     "specialization",
     "quality",
 )
+#: Added to the run table when the scenario has a deployment (docs/model.md §10).
+DEPLOYMENT_RUN_COLUMNS = (
+    "gpu_imbalance",
+    "slot_imbalance",
+    "balancedness",
+    "step_efficiency",
+    "imbalance_lost",
+    "step_time_ms",
+    "experts_moved",
+)
 
 #: Metrics of the aggregated sweep table (mean ± 95% interval over seeds), after the chosen one.
 SWEEP_COLUMNS = ("max_vio_global", "starved", "drop_rate", "specialization", "quality")
@@ -108,6 +118,8 @@ def run_rows(data: ResultsData) -> tuple[list[str], list[list[str]], list[dict]]
     """Header and formatted rows of the run summary table (columns present in the summary)."""
     variants = data.variants
     columns = [key for key in RUN_COLUMNS if any(key in s for s in variants)]
+    if any(isinstance(s.get("gpu_imbalance"), (int, float)) for s in variants):
+        columns += DEPLOYMENT_RUN_COLUMNS  # null (not measured) without a deployment
     header = ["variant", *[metric_spec(key).title for key in columns], "verdict"]
     rows = []
     for s in variants:

@@ -48,6 +48,8 @@ RUN_FIGURES = {
     "drop_vs_capacity",
     "tradeoff",
 }
+#: Figures of an expert-parallel deployment (the synthetic run and sweep have none).
+DEPLOYMENT_FIGURES = {"gpu_layer_heatmap", "gpu_traffic", "step_time"}
 #: File names of the synthetic sweep's figures (its chosen metric is specialization).
 SWEEP_FIGURES = {"sweep_specialization", "sweep_metrics", "drop_vs_capacity", "tradeoff"}
 #: The synthetic run: (variant, bias rate, capacity factor).
@@ -306,7 +308,12 @@ def test_every_run_figure_is_an_image_with_data(run_dir):
     skipped = {}
     written = figures.write_figures(run_dir, on_skip=skipped.__setitem__)
     assert {p.stem for p in written} == RUN_FIGURES
-    assert set(skipped) == {"sweep_chosen_metric", "sweep_metrics"}
+    assert set(skipped) == {
+        "sweep_chosen_metric",
+        "sweep_metrics",
+        "sweep_deployment",
+        *DEPLOYMENT_FIGURES,
+    }
     sizes = _expected_sizes(run_dir)
     for path in written:
         assert path.parent == run_dir / "figures"
@@ -633,6 +640,8 @@ def _applicable_run_figures(path: Path) -> set[str]:
         names.add("tradeoff")
     if len({s.capacity.factor for s in variants if s.capacity.factor is not None}) > 1:
         names.add("drop_vs_capacity")
+    if any(s.deployment.enabled for s in variants):
+        names |= DEPLOYMENT_FIGURES
     return names
 
 

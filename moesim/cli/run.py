@@ -46,6 +46,15 @@ SUMMARY_COLUMNS = (
 )
 #: Drop columns, shown only when some variant has a capacity.
 DROP_COLUMNS = ("drop_rate", "token_drop_rate")
+#: Columns of an expert-parallel deployment, shown instead of the per-batch MaxVio and the CV
+#: when some variant has one (docs/model.md §10), so the table still fits 80 columns.
+DEPLOYMENT_COLUMNS = (
+    ("gpu_imbalance", "GPU\nimbal.", 2),
+    ("balancedness", "balanced-\nness", 2),
+    ("step_efficiency", "effi-\nciency", 2),
+    ("step_time_ms", "step\nms", 3),
+)
+MAKE_WAY_FOR_DEPLOYMENT = ("mean_max_vio_batch", "final_max_vio_batch", "cv")
 
 
 def summary_table(title: str, summaries: list[dict]) -> Table:
@@ -63,6 +72,9 @@ def summary_table(title: str, summaries: list[dict]) -> Table:
     )
     show_drops = any(s.get("capacity") is not None for s in summaries)
     columns = [c for c in SUMMARY_COLUMNS if show_drops or c[0] not in DROP_COLUMNS]
+    if any(_measured(s.get("gpu_imbalance")) for s in summaries):
+        columns = [c for c in columns if c[0] not in MAKE_WAY_FOR_DEPLOYMENT]
+        columns[1:1] = DEPLOYMENT_COLUMNS
     # On a narrow terminal long variant names fold; the numbers and the verdict never do.
     table.add_column("variant", overflow="fold")
     for _, header, _ in columns:
@@ -77,6 +89,11 @@ def summary_table(title: str, summaries: list[dict]) -> Table:
             f"[{style}]{s['verdict']}[/]" if style else s["verdict"],
         )
     return table
+
+
+def _measured(value) -> bool:
+    """Whether a summary value is a number that was measured (not None or NaN)."""
+    return isinstance(value, (int, float)) and value == value
 
 
 def output_option(text: str | None) -> Path | None:

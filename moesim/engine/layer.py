@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from moesim.engine.bias import BiasBalancer
+from moesim.engine.deployment import DeploymentTracker, limited_router_spec
 from moesim.engine.learner import RouterLearner
 from moesim.engine.recorder import Recorder
 from moesim.engine.router import (
@@ -66,20 +67,33 @@ class MoELayer:
         The expert bias ``b`` (``balancer.bias``, (E,) float32) and its update.
     learner : RouterLearner
     recorder : Recorder
+    deployment : DeploymentTracker
+        The variant's expert-parallel deployment, shared by its layers (inert when off);
+        ``moe_index`` is this layer's place among the MoE layers.
     """
 
     def __init__(self, scenario, number: int, dim: int, n_clusters: int, init_seed, learning_seed,
-                 stream):  # fmt: skip
+                 stream, deployment=None, moe_index: int = 0):  # fmt: skip
         self.scenario = scenario
         self.number = number
-        self.spec = spec = router_spec_for(scenario)
+        self.deployment = deployment if deployment is not None else DeploymentTracker(scenario)
+        self.moe_index = moe_index
+        # §10.1: a node or device limit is group routing over the placement's blocks.
+        self.spec = spec = limited_router_spec(scenario.deployment, router_spec_for(scenario))
         self.capacity = capacity_for(scenario, spec)
         self.policy_code = POLICY_CODES[scenario.capacity.policy]
         self.centroids = initial_centroids(scenario.router, dim, init_seed)
         # Noisy top-K's W_noise and noise stream (§2.1), from a child of the centroids' seed.
         self.gate = noisy_gate_for(scenario, dim, init_seed.spawn(1)[0])
         self.balancer = BiasBalancer(scenario)
-        self.learner = RouterLearner(scenario, spec, dim, learning_seed, stream=stream)
+        self.learner = RouterLearner(
+            scenario,
+            spec,
+            dim,
+            learning_seed,
+            stream=stream,
+            extra_aux=self.deployment.learner_losses(),  # §10.5: V2's device losses
+        )
         self.recorder = Recorder(scenario, spec, self.capacity, n_clusters=n_clusters)
 
     def step(self, step: int, tokens, clusters, *, measure: bool, held_out=None):
@@ -106,6 +120,7 @@ class MoELayer:
         routed = run_routing_step(
             routing_logits, bias, balancer.enabled, self.spec, self.capacity, self.policy_code
         )
+        routed = self.deployment.limit_devices(routed)  # §10.5: device-level drops
         recorder.update(step, routed, clusters)  # §3, §6: loads, drops, balance
         balancer.update(step, routed)  # §4: the bias, in place
         recorder.track_bias(step, bias)
@@ -120,6 +135,8 @@ class MoELayer:
             held_out=held_out,
             gate=self.gate,
         )
+        self.deployment.observe(step, routed, self.moe_index)  # §10: dispatch, traffic, time
         if measure:
+            learned = {**learned, **self.deployment.record(self.moe_index)}
             recorder.record(step, routed, routing_logits, bias, learned)  # §6: a history row
         return routed

@@ -87,13 +87,16 @@ class CoRouting:
 
 
 def variant_result(
-    scenario, name, layers, steps_done, *, partial, seconds, co_routing
+    scenario, name, layers, steps_done, *, partial, seconds, co_routing, deployment=None
 ) -> VariantResult:
     """Close every MoE layer's recorder and put the run's result together.
 
     Arrays gain a leading layer axis (``loads`` (L, R, E), ``final_loads`` (L, E), ...), the
     history a ``layer`` column, and the summary is :func:`~moesim.results.layers.model_summary`
-    of the layers' summaries (one layer's summary unchanged).
+    of the layers' summaries (one layer's summary unchanged). A ``deployment``
+    (:class:`~moesim.engine.deployment.DeploymentTracker`) adds each layer's deployment metrics
+    to its summary and the model's, over every layer of a step (docs/model.md §10.4), to the
+    run's.
     """
     # A run that one layer's overflow stopped is finished, in every layer: not partial.
     diverged = any(layer.recorder.diverged is not None for layer in layers)
@@ -105,6 +108,8 @@ def variant_result(
             name, steps_done, partial=partial, bias=layer.balancer.bias, seconds=seconds
         )
         outcome.summary["partial"] = partial
+        if deployment is not None:
+            outcome.summary.update(deployment.layer_summary(len(outcomes)))
         outcomes.append(outcome)
         if len(layers) > 1:
             extra = co_routing.of_layer(layer.number) if co_routing is not None else {}
@@ -113,6 +118,8 @@ def variant_result(
             summaries.append({LAYER: layer.number, **outcome.summary})
     overall = co_routing.overall() if co_routing is not None else None
     summary = model_summary(summaries, overall)
+    if deployment is not None and deployment.enabled:
+        summary.update(deployment.summary())  # times add up over layers: not a mean
     histories = []
     for layer, outcome in zip(layers, outcomes, strict=True):
         rows = len(outcome.history["step"])
@@ -134,4 +141,5 @@ def variant_result(
         final_bias=stacked("final_bias"),
         partial=summary["partial"],
         layers=np.array([layer.number for layer in layers], dtype=np.int64),
+        deployment=deployment.arrays() if deployment is not None else None,
     )

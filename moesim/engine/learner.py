@@ -33,8 +33,17 @@ class RouterLearner:
     """
 
     def __init__(
-        self, scenario, spec: RouterSpec, dim: int, seed: np.random.SeedSequence, stream=None
+        self,
+        scenario,
+        spec: RouterSpec,
+        dim: int,
+        seed: np.random.SeedSequence,
+        stream=None,
+        extra_aux=None,
     ):
+        # extra_aux(counts (E,), routed, T) -> (row (1, E), weights (E,)): more losses of the
+        # aux form sum_j w_j P_j (DeepSeek-V2's device losses, engine/deployment.py).
+        self.extra_aux = extra_aux
         self.enabled = bool(scenario.learning.enabled)
         self.steps = scenario.steps
         self.spec = spec
@@ -144,7 +153,7 @@ class RouterLearner:
         rewards = self.reward.rewards(tokens, routed.indices, routed.keep)
         if measure and self.eval_stream is None:
             measured = self.training_quality(tokens, routed, rewards)
-        coefficients = self._aux_coefficients(logits, step, measured if measure else None)
+        coefficients = self._aux_coefficients(logits, step, measured if measure else None, routed)
         if gate is None:
             gradient, lse_sq = self._gradient(tokens, logits, routed, rewards, coefficients)
         else:
@@ -159,11 +168,13 @@ class RouterLearner:
             measured["z_loss"] = self.z_loss * lse_sq / logits.shape[0]
         return measured
 
-    def _aux_coefficients(self, logits, step: int, measured: dict | None) -> np.ndarray:
+    def _aux_coefficients(
+        self, logits, step: int, measured: dict | None, routed=None
+    ) -> np.ndarray:
         """Per-sequence aux coefficients of this step (empty without an aux loss); adds the aux
         loss's value to ``measured`` when given."""
         n_tokens, n_experts = logits.shape
-        if not self.aux_terms:
+        if not self.aux_terms and self.extra_aux is None:
             return np.empty((0, n_experts))
         n_sequences = -(-n_tokens // self.seq_len)
         counts = np.zeros((n_sequences, n_experts), dtype=np.int64)
@@ -185,6 +196,10 @@ class RouterLearner:
             self.window_counts,
             self.window_tokens,
         )
+        extra_weights = None
+        if self.extra_aux is not None:
+            row, extra_weights = self.extra_aux(counts.sum(axis=0), routed, n_tokens)
+            coefficients = row if coefficients is None else coefficients + row
         if measured is not None:
             total = 0.0
             for (kind, alpha), term_fractions in zip(self.aux_terms, fractions, strict=True):
@@ -194,6 +209,8 @@ class RouterLearner:
                 else:
                     loss = (term_fractions[0] * affinity_sums.sum(axis=0) / n_tokens).sum()
                 total += alpha * float(loss)
+            if extra_weights is not None:
+                total += float((extra_weights * affinity_sums.sum(axis=0)).sum() / n_tokens)
             measured["aux_loss"] = total
         return coefficients
 

@@ -16,17 +16,23 @@ import time
 import numpy as np
 
 from moesim import tokens as token_stream
+from moesim.engine.deployment import DeploymentTracker
 from moesim.engine.layer import MoELayer, non_finite_state
 from moesim.engine.layers import CoRouting, variant_result
 from moesim.engine.paths import HELD_OUT, TRAINING, TokenPaths
 from moesim.results.model import VariantResult
-from moesim.scenario import layer_scenarios
+from moesim.scenario import layer_scenarios, moe_layer_numbers
 
 __all__ = ["build_layers", "non_finite_state", "simulate_variant"]
 
 
-def build_layers(scenario, stream) -> tuple[list[MoELayer | None], TokenPaths | None]:
+def build_layers(
+    scenario, stream, deployment=None
+) -> tuple[list[MoELayer | None], TokenPaths | None]:
     """Every layer of the model (None for a dense one) and the token paths between them.
+
+    ``deployment`` (a :class:`DeploymentTracker`) is shared by the MoE layers (docs/model.md
+    §10); each layer makes an inert one of its own when it is omitted.
 
     Random streams: the token stream, layer 0's centroids and its learner take the first three
     children of the scenario's seed, as moesim 0.1's single layer did; the token paths and every
@@ -45,9 +51,18 @@ def build_layers(scenario, stream) -> tuple[list[MoELayer | None], TokenPaths | 
         if layer_scenario is None:
             layers.append(None)
             continue
+        moe_index = sum(layer is not None for layer in layers)
         layers.append(
             MoELayer(
-                layer_scenario, number, stream.dim, n_clusters, init_seed, learning_seed, stream
+                layer_scenario,
+                number,
+                stream.dim,
+                n_clusters,
+                init_seed,
+                learning_seed,
+                stream,
+                deployment,
+                moe_index,
             )  # fmt: skip
         )
     paths = None
@@ -86,7 +101,8 @@ def simulate_variant(
         tokens_seed = np.random.SeedSequence(scenario.seed).spawn(3)[0]
         stream = token_stream.make_stream(scenario.tokens, tokens_seed)
     n_tokens = scenario.tokens.tokens_per_step
-    layers, paths = build_layers(scenario, stream)
+    deployment = DeploymentTracker(scenario, len(moe_layer_numbers(scenario)))  # §10
+    layers, paths = build_layers(scenario, stream, deployment)
     moe_layers = [layer for layer in layers if layer is not None]
     first = moe_layers[0]
     co_routing = CoRouting(moe_layers) if len(moe_layers) > 1 else None
@@ -117,6 +133,7 @@ def simulate_variant(
                         held_out = paths.advance(held_out, number, step, HELD_OUT)
             if diverged:
                 break
+            deployment.end_step(step)  # §10: the step over its layers; rebalancing
             steps_done = step + 1
             if on_step is not None:
                 on_step(steps_done)
@@ -131,4 +148,5 @@ def simulate_variant(
         partial=partial,
         seconds=seconds,
         co_routing=co_routing,
+        deployment=deployment,
     )

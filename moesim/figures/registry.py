@@ -15,6 +15,12 @@ from typing import NamedTuple
 from matplotlib.figure import Figure
 
 from moesim.figures.capacity import drop_vs_capacity
+from moesim.figures.deployment import (
+    gpu_layer_heatmap,
+    gpu_traffic,
+    step_time_breakdown,
+    sweep_deployment,
+)
 from moesim.figures.run import (
     bias_trajectories,
     drop_rate_over_steps,
@@ -93,6 +99,29 @@ FIGURES: dict[str, FigureSpec] = {
         "Assignment drop rate against the capacity factor (a sweep: mean and 95% interval over "
         "seeds; a run: one point per variant); dashed: the analytic rate of uniform routing.",
     ),
+    "gpu_layer_heatmap": FigureSpec(
+        gpu_layer_heatmap,
+        "Expert-parallel deployment: each GPU's load in each layer over the final window, "
+        "divided by the layer's mean GPU load (log scale; white = balanced, orange = the GPUs "
+        "the others wait for).",
+    ),
+    "gpu_traffic": FigureSpec(
+        gpu_traffic,
+        "All-to-all traffic per GPU and step (dispatch in FP8 and combine in BF16): sent above "
+        "the axis, received below, NVLink within a node and InfiniBand between nodes (a token "
+        "counted once per target node).",
+    ),
+    "step_time": FigureSpec(
+        step_time_breakdown,
+        "Each GPU's share of a step's MoE time: expert compute, communication not hidden behind "
+        "it, and idle time waiting for the slowest GPU of each layer (layers summed).",
+    ),
+    "sweep_deployment": FigureSpec(
+        sweep_deployment,
+        "Deployment metrics against each swept parameter (redundant experts, rebalance "
+        "interval, ...): step efficiency (mean over max GPU time), GPU imbalance ratio, "
+        "balancedness and the share of the step lost to imbalance; mean and 95% interval.",
+    ),
     "tradeoff": FigureSpec(
         tradeoff,
         "The balance/quality trade-off: each point is a variant (or sweep point); left is "
@@ -102,7 +131,13 @@ FIGURES: dict[str, FigureSpec] = {
 }
 
 #: Sweep figures, drawn at the end of ``moesim sweep``.
-SWEEP_FIGURES = ("sweep_chosen_metric", "sweep_metrics", "drop_vs_capacity", "tradeoff")
+SWEEP_FIGURES = (
+    "sweep_chosen_metric",
+    "sweep_metrics",
+    "drop_vs_capacity",
+    "sweep_deployment",
+    "tradeoff",
+)
 
 
 def render_figures(

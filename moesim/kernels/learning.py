@@ -308,3 +308,55 @@ def reusable_zeros(previous: np.ndarray | None, shape: tuple[int, ...]) -> np.nd
         previous.fill(0.0)
         return previous
     return np.zeros(shape)
+
+
+def device_loss_coefficients(
+    counts,
+    indices,
+    keep,
+    device_of_expert,
+    n_devices: int,
+    top_k: int,
+    max_devices: int,
+    device_alpha: float,
+    comm_alpha: float,
+    n_tokens: int,
+):
+    """DeepSeek-V2's device-level and communication balance losses as one aux coefficient row.
+
+    ``L_DevBal = alpha2 sum_i f'_i P'_i`` and ``L_CommBal = alpha3 sum_i f''_i P''_i`` over the
+    D devices, with ``f'_i`` the mean of ``f_j = E/(K T) c_j`` over device ``i``'s experts,
+    ``f''_i = D/(M T)`` times the tokens sent to device ``i`` (those with a kept assignment
+    there) and ``P'_i = P''_i = sum_{j on i} P_j`` (docs/model.md §10.5). Both are ``sum_j
+    w_j P_j`` with ``w_j`` constant, which is the expert aux loss's form: the aux gradient
+    kernel takes the row ``w / T`` as it is.
+
+    Parameters
+    ----------
+    counts : ndarray (E,) int64
+        Plain top-K counts of the affinities (the expert aux loss's ``c``).
+    indices, keep : ndarray (T, K)
+        The step's routed experts and the assignments kept.
+    device_of_expert : ndarray (E,) int64
+        Device of every expert.
+
+    Returns
+    -------
+    coefficients : ndarray (1, E) float64
+        ``w / T``.
+    weights : ndarray (E,) float64
+        ``w``: the loss is ``sum_j w_j P_j``.
+    """
+    n_experts = counts.shape[0]
+    fractions = n_experts / (top_k * n_tokens) * counts.astype(np.float64)
+    per_device = np.bincount(device_of_expert, minlength=n_devices)
+    device_fractions = np.bincount(device_of_expert, fractions, n_devices) / per_device
+    reached = np.zeros((indices.shape[0], n_devices), dtype=np.bool_)
+    rows = np.broadcast_to(np.arange(indices.shape[0])[:, None], indices.shape)
+    reached[rows[keep], device_of_expert[indices[keep]]] = True
+    sent_fractions = n_devices / (max_devices * n_tokens) * reached.sum(axis=0)
+    weights = (
+        device_alpha * device_fractions[device_of_expert]
+        + comm_alpha * sent_fractions[device_of_expert]
+    )
+    return (weights / n_tokens)[None, :], weights

@@ -198,6 +198,26 @@ def read_loads(output_dir: Path) -> dict[str, dict[str, np.ndarray]]:
     return _read_npz(Path(output_dir) / "loads.npz")
 
 
+def read_deployment(output_dir: Path) -> dict[str, dict[str, np.ndarray]]:
+    """``deployment.npz`` as ``{variant: {"gpu_layer_loads", "compute_ms", ...}}``: numeric
+    arrays only (docs/metrics.md, "Deployment arrays")."""
+    path = Path(output_dir) / "deployment.npz"
+    grouped: dict[str, dict[str, np.ndarray]] = {}
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            for key in data.files:
+                name, _, field_name = key.rpartition(".")
+                array = data[key]
+                if array.dtype.kind not in "biuf":
+                    raise _damaged(path, f"{key} holds {array.dtype} values, not numbers")
+                grouped.setdefault(name, {})[field_name] = array
+    except READ_ERRORS as error:
+        raise _damaged(
+            path, f"cannot be read, truncated or not an .npz archive ({error})"
+        ) from None
+    return grouped
+
+
 def _read_npz(path: Path, variant: str | None = None) -> dict[str, dict[str, np.ndarray]]:
     """Per-variant arrays of ``path`` (keys ``<variant>.<field>``, or ``<field>`` of
     ``variant``), each numeric and of the shape the figures draw."""

@@ -57,6 +57,7 @@ RESULT_FILES = (
     "summary.json",
     "history.csv",
     "loads.npz",
+    "deployment.npz",
     "manifest.json",
 )
 #: Finished variants of a run still in progress (or killed): one ``NNNN.json`` (and ``NNNN.npz``
@@ -319,6 +320,13 @@ class ResultsWriter:
                 for key, array in _variant_arrays(v).items()
             }
             write_atomic(folder / "loads.npz", _npz_bytes(arrays))
+        deployment = {
+            f"{v.name}.{key}": array
+            for v in result.variants
+            for key, array in (v.deployment or {}).items()
+        }
+        if deployment:  # a scenario with a deployment (docs/metrics.md)
+            write_atomic(folder / "deployment.npz", _npz_bytes(deployment))
         _remove(self.parts)
         manifest = _manifest(result, seconds=seconds, command=self.command, planned=self.planned)
         write_atomic(folder / "manifest.json", _json_text(manifest))

@@ -15,6 +15,26 @@ import numpy as np
 
 from moesim.errors import suggest
 
+#: Per-step measurements of an expert-parallel deployment (docs/model.md §10.4): history
+#: columns (means over the record window) and summary metrics (means over the final window);
+#: empty without a deployment.
+DEPLOYMENT_COLUMNS = (
+    "gpu_imbalance",
+    "slot_imbalance",
+    "node_imbalance",
+    "balancedness",
+    "step_time_ms",
+    "compute_ms",
+    "comm_ms",
+    "idle_ms",
+    "step_efficiency",
+    "imbalance_lost",
+    "intra_node_mb",
+    "inter_node_mb",
+)
+#: Summary metrics of a deployment's rebalancing (docs/model.md §10.6).
+REBALANCE_METRICS = ("rebalances", "experts_moved", "migration_gb")
+
 #: Columns of the per-record history, in order (meanings in docs/metrics.md).
 HISTORY_COLUMNS = (
     "step",
@@ -41,6 +61,7 @@ HISTORY_COLUMNS = (
     "eval_regret",
     "aux_loss",
     "z_loss",
+    *DEPLOYMENT_COLUMNS,
 )
 
 #: The history column of a run with several MoE layers: the layer's number (0-based, dense
@@ -111,6 +132,24 @@ METRICS = {
     "final_window_steps": Metric("final window (steps)", "final window"),
     "seconds": Metric("run time (s)", "seconds"),
     "steps_per_second": Metric("speed (steps per second)", "steps/s"),
+    # An expert-parallel deployment (docs/model.md §10), final-window means; empty without one.
+    "gpu_imbalance": Metric("GPU imbalance ratio ((max − mean) / mean load)", "GPU imbalance"),
+    "slot_imbalance": Metric("slot imbalance ratio ((max − mean) / mean load)", "slot imbalance"),
+    "node_imbalance": Metric("node imbalance ratio ((max − mean) / mean load)", "node imbalance"),
+    "balancedness": Metric("balancedness (mean / max GPU load)", "balancedness", high=1.0),
+    "step_time_ms": Metric("MoE step time (ms, slowest GPU per layer)", "step ms"),
+    "compute_ms": Metric("expert compute per GPU (ms per step)", "compute ms"),
+    "comm_ms": Metric("all-to-all time per GPU (ms per step)", "comm ms"),
+    "idle_ms": Metric("idle per GPU, waiting for the slowest (ms per step)", "idle ms"),
+    "step_efficiency": Metric("step efficiency (mean / max GPU busy time)", "efficiency", high=1.0),
+    "imbalance_lost": Metric(
+        "GPU time lost to imbalance (% of the step)", "lost to imbalance", True, high=1.0
+    ),
+    "intra_node_mb": Metric("NVLink MB sent per GPU per step", "NVLink MB"),
+    "inter_node_mb": Metric("InfiniBand MB sent per GPU per step", "IB MB"),
+    "rebalances": Metric("placements made (count)", "rebalances"),
+    "experts_moved": Metric("experts moved between GPUs (count)", "experts moved"),
+    "migration_gb": Metric("expert weights moved (GB)", "migration GB"),
 }
 
 #: Summary metrics of a run with several MoE layers only (docs/model.md §1.1): a single-layer
@@ -154,9 +193,17 @@ WORSE_WHEN_HIGHER = frozenset(
         "bias_oscillation",
         "eval_loss",
         "eval_regret",
+        "gpu_imbalance",
+        "slot_imbalance",
+        "node_imbalance",
+        "step_time_ms",
+        "idle_ms",
+        "imbalance_lost",
     }
 )
-WORSE_WHEN_LOWER = frozenset({"entropy", "fidelity", "quality", "quality_ratio"})
+WORSE_WHEN_LOWER = frozenset(
+    {"entropy", "fidelity", "quality", "quality_ratio", "balancedness", "step_efficiency"}
+)
 
 #: The numeric keys of the summary :func:`moesim.engine.summarize` builds, in its order: the
 #: metrics a sweep can rank points by (``moesim sweep`` checks ``--metric`` against them before
@@ -215,6 +262,16 @@ PARAMETERS = {
     "tokens.seq_coherence": ("sequence coherence", "coherence"),
     "learning.rate": ("router learning rate", "learning rate"),
     "learning.competence_tokens": ("tokens to competence (tokens)", "competence tokens"),
+    "deployment.redundant_experts": ("redundant experts R", "R"),
+    "deployment.rebalance_interval": ("steps between EPLB placements", "interval"),
+    "deployment.rebalance_window": ("steps of loads per EPLB placement", "window"),
+    "deployment.placement": ("expert placement", "placement"),
+    "deployment.replica_choice": ("replica choice", "replica"),
+    "deployment.nodes": ("nodes N", "nodes"),
+    "deployment.gpus_per_node": ("GPUs per node", "GPUs/node"),
+    "deployment.max_targets": ("nodes or devices per token M", "M"),
+    "deployment.limit": ("routing limit", "limit"),
+    "deployment.overlap": ("compute/communication overlap", "overlap"),
     "variant": ("variant", "variant"),
 }
 

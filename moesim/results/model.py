@@ -46,6 +46,8 @@ class VariantResult:
     final_bias: np.ndarray
     partial: bool = False
     layers: np.ndarray = field(default_factory=lambda: np.zeros(1, dtype=np.int64))
+    #: Per-GPU arrays of the final window when the scenario has a deployment (docs/metrics.md).
+    deployment: dict | None = None
 
 
 @dataclass

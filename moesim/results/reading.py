@@ -28,6 +28,7 @@ from moesim.results.files import (
     NotResultsError,
     check_manifest,
     check_sweep_summary,
+    read_deployment,
     read_history,
     read_json_object,
     read_loads,
@@ -101,6 +102,9 @@ class ResultsData:
         ``loads.npz`` per variant, with a layer axis even for one layer: ``loads``/``demand``
         (L, R, E) int64, ``bias`` (L, R, E) float32, ``steps`` (R,), ``final_loads`` (L, E),
         ``final_bias`` (L, E), ``layers`` (L,) the layers' numbers.
+    deployment : dict[str, dict[str, ndarray]] or None
+        ``deployment.npz`` per variant (a scenario with a deployment): per-GPU arrays of the
+        final window (docs/metrics.md).
     sweep : dict[str, ndarray] or None
         ``sweep.csv`` columns: floats where every cell parses as a number, else strings.
     sweep_params : list[str]
@@ -123,6 +127,7 @@ class ResultsData:
     loads: dict | None = None
     manifest: dict | None = None
     resolved_yaml: str | None = None
+    deployment: dict | None = None
     sweep: dict | None = None
     sweep_params: list[str] = field(default_factory=list)
     sweep_summary: dict | None = None
@@ -380,6 +385,8 @@ def _read_files(data: ResultsData, *, has_run: bool, has_sweep: bool) -> None:
             data.history = read_history(path)
         if (path / "loads.npz").is_file():
             data.loads = read_loads(path)
+        if (path / "deployment.npz").is_file():
+            data.deployment = read_deployment(path)
     if (path / "manifest.json").is_file():
         data.manifest = check_manifest(
             read_json_object(path / "manifest.json"), path / "manifest.json"

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 from moesim.errors import Problem, ScenarioError, suggest
 from moesim.results.metrics import metric_problem
 from moesim.scenario import memory
+from moesim.scenario.deployment_checks import check_deployment
 from moesim.scenario.grid import SweepError, check_size
 from moesim.scenario.schema import (
     SHAZEER_KINDS,
@@ -502,6 +503,7 @@ def cross_problems(scenario: Scenario, source: Source, prefix=()) -> list[Proble
     _check_aux_losses(scenario.balance.aux, report)
     _check_aux_needs_learning(scenario, report)
     _check_verdict_bars(scenario.metrics, report)
+    check_deployment(scenario, report.add)
     return report.problems
 
 

@@ -19,6 +19,7 @@ from moesim.scenario.schema.balance import (
     CapacityConfig,
 )
 from moesim.scenario.schema.base import NAME_PATTERN, _Section
+from moesim.scenario.schema.deployment import DeploymentConfig
 from moesim.scenario.schema.layers import MAX_LAYERS, TokenPathsConfig
 from moesim.scenario.schema.learning import LearningConfig
 from moesim.scenario.schema.output import MetricsConfig, OutputConfig, PublishedPoint, SweepConfig
@@ -30,6 +31,7 @@ __all__ = [
     "BalanceConfig",
     "BiasConfig",
     "CapacityConfig",
+    "DeploymentConfig",
     "DriftConfig",
     "LearningConfig",
     "MAX_LAYERS",
@@ -82,6 +84,9 @@ class Scenario(_Section):
     )
     metrics: MetricsConfig = Field(default_factory=MetricsConfig, description="Metrics.")
     output: OutputConfig = Field(default_factory=OutputConfig, description="Output.")
+    deployment: DeploymentConfig = Field(
+        default_factory=DeploymentConfig, description="Expert-parallel deployment (default off)."
+    )
     sweep: SweepConfig = Field(default_factory=SweepConfig, description="Parameter sweep.")
     variants: list[Variant] = Field(
         default_factory=list, description="Named partial overrides, run on the same tokens."
@@ -102,4 +107,13 @@ class Scenario(_Section):
 
 
 #: The sections of a scenario, in schema order (variants and the sweep aside).
-SECTIONS = ("tokens", "router", "balance", "capacity", "learning", "metrics", "output")
+SECTIONS = (
+    "tokens",
+    "router",
+    "balance",
+    "capacity",
+    "learning",
+    "metrics",
+    "output",
+    "deployment",
+)
