@@ -126,18 +126,20 @@ def eplb_command(
         first_after=first_after,
         expert_bytes=expert_bytes,
     )
-    balance = rebalance.replay_balancedness(loads, replay, gpus)
-    as_placed = rebalance.mean_over_max(rebalance.gpu_loads(initial, loads, gpus))
-    started = int(replay.points[0]) if len(replay.points) else n_steps
+    started = int(replay.points[0]) if len(replay.points) else 0
     table = Table(title=f"{escape(str(trace))}: {n_steps} steps", box=box.SIMPLE_HEAD)
-    for header in ("placement", "balancedness per step", "of the summed loads", "judged on"):
+    headers = ("placement", "balancedness per step", "of the summed loads", "imbalance ratio")
+    for header in (*headers, "judged on"):
         table.add_column(header)
-    judged = f"steps {started}-{n_steps - 1}" if started < n_steps else f"steps 0-{n_steps - 1}"
-    first = started if started < n_steps else 0
-    table.add_row("experts in order", f"{np.nanmean(as_placed[first:]):.3f}", "", judged)
-    if started < n_steps:
-        row = f"EPLB every {interval} steps from the last {window}"
-        table.add_row(row, f"{np.nanmean(balance[started:]):.3f}", "", judged)
+    judged = f"steps {started}-{n_steps - 1}"
+    placed = {"experts in order": rebalance.gpu_loads(initial, loads[started:], gpus)}
+    if len(replay.points):
+        name = f"EPLB every {interval} steps from the last {window}"
+        placed[name] = rebalance.replay_gpu_loads(loads, replay, gpus)[started:]
+    for name, gpu_load in placed.items():
+        balance = np.nanmean(rebalance.balancedness_per_step(gpu_load))
+        imbalance = np.nanmean(rebalance.imbalance_per_step(gpu_load))
+        table.add_row(name, f"{balance:.3f}", "", f"{imbalance:.3f}", judged)
     if n_steps >= 2 * window:
         plans = rebalance.judge_stale_plans(loads, window, sizes, initial)
         windows = f"windows 1-{len(plans.stale)} of {window} steps"
@@ -147,7 +149,7 @@ def eplb_command(
             ("fresh", "EPLB on the window itself (oracle)"),
         ):
             per_step, summed = getattr(plans, name), getattr(plans, f"{name}_summed")
-            table.add_row(label, f"{per_step.mean():.3f}", f"{summed.mean():.3f}", windows)
+            table.add_row(label, f"{per_step.mean():.3f}", f"{summed.mean():.3f}", "", windows)
     console.print(table)
     if not len(replay.points):
         console.print(f"no plan within {n_steps} steps (first after {first_after or interval})")

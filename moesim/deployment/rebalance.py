@@ -19,7 +19,9 @@ from typing import NamedTuple
 
 import numpy as np
 
+from moesim.deployment.cost import balancedness, imbalance_ratio
 from moesim.deployment.eplb import rebalance_experts, replica_counts
+from moesim.deployment.placement import gpu_loads_from_slots
 
 VLLM_WINDOW, VLLM_INTERVAL = 1000, 3000
 SGLANG_WINDOW, SGLANG_INTERVAL = 1000, 1000
@@ -162,7 +164,7 @@ def gpu_loads(phy2log: np.ndarray, expert_loads: np.ndarray, num_gpus: int) -> n
     share = expert_loads / replica_counts(phy2log, expert_loads.shape[-1])
     index = np.broadcast_to(phy2log, (*expert_loads.shape[:-1], phy2log.shape[-1]))
     slots = np.take_along_axis(share, index, axis=-1)
-    return slots.reshape(*slots.shape[:-1], num_gpus, -1).sum(axis=-1)
+    return gpu_loads_from_slots(slots, phy2log.shape[-1] // num_gpus)
 
 
 class EplbSizes(NamedTuple):
@@ -213,21 +215,26 @@ def replay_rebalancing(
     return Replay(np.stack(plans), points, plan_of_step, moves)
 
 
-def mean_over_max(gpu_load: np.ndarray) -> np.ndarray:
-    """Balancedness mean/max of per-GPU loads (..., L, G) as vLLM computes it each step: the
-    layers' mean loads summed over their max loads summed, (...). 1 is perfect; NaN if empty."""
-    highest = gpu_load.max(axis=-1).sum(axis=-1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(highest > 0, gpu_load.mean(axis=-1).sum(axis=-1) / highest, np.nan)
-
-
-def replay_balancedness(loads: np.ndarray, replay: Replay, num_gpus: int) -> np.ndarray:
-    """Balancedness of every step (S,) under the plan in force at that step."""
-    balance = np.empty(len(replay.plan_of_step))
+def replay_gpu_loads(loads: np.ndarray, replay: Replay, num_gpus: int) -> np.ndarray:
+    """Per-GPU loads (S, L, G) of every step under the plan in force at that step."""
+    loads = np.asarray(loads)
+    result = np.empty((loads.shape[0], loads.shape[1], num_gpus))
     for plan in np.unique(replay.plan_of_step):
         steps = replay.plan_of_step == plan
-        balance[steps] = mean_over_max(gpu_loads(replay.plans[plan], loads[steps], num_gpus))
-    return balance
+        result[steps] = gpu_loads(replay.plans[plan], loads[steps], num_gpus)
+    return result
+
+
+def balancedness_per_step(gpu_load: np.ndarray) -> np.ndarray:
+    """vLLM's balancedness (:func:`~moesim.deployment.cost.balancedness`) of each step of
+    per-GPU loads (S, L, G), (S,)."""
+    return np.array([balancedness(step) for step in gpu_load])
+
+
+def imbalance_per_step(gpu_load: np.ndarray) -> np.ndarray:
+    """TensorRT-LLM's imbalance ratio by GPU (:func:`~moesim.deployment.cost.imbalance_ratio`),
+    averaged over the layers of each step of per-GPU loads (S, L, G), (S,)."""
+    return np.nanmean(imbalance_ratio(gpu_load), axis=-1)
 
 
 class PlanJudgement(NamedTuple):
@@ -263,8 +270,8 @@ def judge_stale_plans(
             ("stale", plans[k - 1]),
             ("fresh", plans[k]),
         ):
-            per_step = mean_over_max(gpu_loads(plan, cut[k], sizes.num_gpus))
+            per_step = balancedness_per_step(gpu_loads(plan, cut[k], sizes.num_gpus))
             judged[name].append(float(np.nanmean(per_step)))
-            summed = mean_over_max(gpu_loads(plan, cut[k].sum(axis=0), sizes.num_gpus))
-            judged[f"{name}_summed"].append(float(summed))
+            summed = balancedness(gpu_loads(plan, cut[k].sum(axis=0), sizes.num_gpus))
+            judged[f"{name}_summed"].append(summed)
     return PlanJudgement(**{name: np.array(values) for name, values in judged.items()})
