@@ -9,6 +9,11 @@ Random numbers inside the kernel come from a counter-based generator: every toke
 sequence of every step has its own SplitMix64 stream keyed by ``(seed key, step, index)``. No
 state is shared between threads, so the stream is the same whatever ``NUMBA_NUM_THREADS`` is,
 and any step can be generated without generating the ones before it (drift aside).
+
+``tokens.stream_version`` picks the numerics (docs/model.md §1): version 1 draws the noise by a
+float64 Box-Muller through libm (moesim 0.1-0.2's tokens, bit for bit); version 2, the default,
+by a float32 Box-Muller in SIMD loops (:mod:`moesim.kernels.normals`, about 7x faster) with the
+same clusters, and the router computes float32 sigmoid scores in float32.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import numpy as np
 from numba import prange
 
 from moesim._jit import CHUNK_TOKENS, njit, njit_parallel
+from moesim.kernels.normals import normal_pairs_v2
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX_1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -102,6 +108,50 @@ def _generate_cluster_tokens(
 
 
 @njit_parallel
+def _generate_cluster_tokens_v2(
+    means, cumulative_weights, key, step, seq_len, seq_coherence, noise, tokens, clusters
+):
+    """Stream version 2 of :func:`_generate_cluster_tokens`: the same clusters, float32 noise
+    from :func:`moesim.kernels.normals.normal_pairs_v2` and float32 arithmetic (``means``
+    float32 (C, d))."""
+    n_tokens, dim = tokens.shape
+    n_pairs = (dim + 1) // 2
+    scale = np.float32(1.0 / math.sqrt(dim))
+    noise = np.float32(noise)
+    n_chunks = (n_tokens + CHUNK_TOKENS - 1) // CHUNK_TOKENS
+    for c in prange(n_chunks):
+        state = np.empty(1, dtype=np.uint64)
+        first = np.empty(n_pairs, dtype=np.float32)
+        second = np.empty(n_pairs, dtype=np.float32)
+        radius_work = np.empty(n_pairs, dtype=np.float32)
+        angle_work = np.empty(n_pairs, dtype=np.float32)
+        for t in range(c * CHUNK_TOKENS, min(n_tokens, (c + 1) * CHUNK_TOKENS)):
+            cluster = _token_cluster(
+                cumulative_weights, key, step, seq_len, seq_coherence, t, state
+            )
+            clusters[t] = cluster
+            normal_pairs_v2(
+                _stream_state(key, step, _TAG_TOKEN, t), first, second, radius_work, angle_work
+            )
+            for i in range(n_pairs):
+                tokens[t, i] = (means[cluster, i] + noise * first[i]) * scale
+            for i in range(dim - n_pairs):
+                tokens[t, n_pairs + i] = (means[cluster, n_pairs + i] + noise * second[i]) * scale
+
+
+@njit
+def _token_cluster(cumulative_weights, key, step, seq_len, seq_coherence, t, state):
+    """Token ``t``'s cluster: its sequence's, kept with probability ``seq_coherence``, else a
+    fresh draw (outputs 1 and 2 of the token's stream; ``state`` is one-element scratch)."""
+    state[0] = _stream_state(key, step, _TAG_SEQUENCE, t // seq_len)
+    cluster = _sample_cluster(cumulative_weights, _next_uniform(state))
+    state[0] = _stream_state(key, step, _TAG_TOKEN, t)
+    if _next_uniform(state) >= seq_coherence:
+        cluster = _sample_cluster(cumulative_weights, _next_uniform(state))
+    return cluster
+
+
+@njit_parallel
 def _gather_rows(source, rows, tokens):
     """``tokens[t] = source[rows[t]]`` (a pure copy: any split over threads gives the same)."""
     for t in prange(rows.shape[0]):
@@ -134,7 +184,7 @@ class TokenStream:
     dim : int
         Embedding dimension d.
     means : ndarray (C, d) float64 or None
-        Cluster means (None when replaying a trace).
+        Cluster means (None when replaying a trace); float32 from stream version 2 on.
     base_weights : ndarray (C,) float64
         Cluster weights at step 0.
     key : numpy.uint64
@@ -178,6 +228,8 @@ def make_stream(config, seed: np.random.SeedSequence) -> TokenStream:
             trace_clusters=labels,
         )
     means = rng.standard_normal((config.clusters, config.dim)) * config.separation
+    if config.stream_version >= 2:
+        means = means.astype(np.float32)
     weights = cluster_weights(config, rng)
     return TokenStream(config, config.dim, means, weights, key, drift_seed)
 
@@ -239,7 +291,10 @@ def generate(stream: TokenStream, step: int, n_tokens: int) -> tuple[np.ndarray,
     cumulative = np.cumsum(weights_at(stream, step))
     cumulative /= cumulative[-1]
     clusters = np.empty(n_tokens, dtype=np.int64)
-    _generate_cluster_tokens(
+    generator = (
+        _generate_cluster_tokens_v2 if config.stream_version >= 2 else _generate_cluster_tokens
+    )
+    generator(
         stream.means,
         cumulative,
         stream.key,

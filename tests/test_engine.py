@@ -174,8 +174,10 @@ print(digest.hexdigest())
 """
 
 
-def test_bit_identical_whatever_the_thread_count():
+@pytest.mark.parametrize("stream_version", [1, 2])
+def test_bit_identical_whatever_the_thread_count(stream_version):
     data = json.loads(json.dumps(SMALL))
+    data["tokens"] = {**data.get("tokens", {}), "stream_version": stream_version}
     data["learning"] = {"enabled": True, "rate": 10.0}
     data["capacity"] = {"factor": 1.25}
     data["balance"] = {"aux": {"kind": "batch", "alpha": 0.1}}

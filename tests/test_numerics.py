@@ -22,6 +22,7 @@ from moesim.kernels.numerics import (
     log_sum_exp,
     sigmoid,
     sigmoid_row,
+    sigmoid_row_float32,
     softmax_normalizer,
     softmax_normalizer_at,
     softmax_row,
@@ -61,6 +62,19 @@ def test_sigmoid_and_softmax_rows_match_numpy(values, dtype):
     in_place = np.empty(n)
     sigmoid_row(row, in_place, in_place, np.empty(n, np.int64))
     np.testing.assert_allclose(in_place, ref.sigmoid(row.astype(np.float64)), rtol=1e-13)
+
+
+@settings(max_examples=60, deadline=None)
+@given(values=arrays(np.float32, st.integers(1, 64), elements=st.floats(-100, 100, width=32)))
+def test_float32_sigmoid_row_is_within_2_ulp_of_the_rounded_sigmoid(values):
+    """Token stream version 2's scores: computed in float32, 2 ulp of float64's rounded."""
+    n = values.shape[0]
+    got = np.empty(n, np.float32)
+    sigmoid_row_float32(values, got, np.empty(n, np.float32), np.empty(n, np.int32))
+    expected = ref.sigmoid(values.astype(np.float64)).astype(np.float32)
+    normal = expected >= np.finfo(np.float32).tiny
+    assert (np.abs(got - expected) <= 2 * np.spacing(expected))[normal].all()
+    assert (got[~normal] < 1e-37).all()
 
 
 @settings(max_examples=60, deadline=None)

@@ -8,6 +8,10 @@ timestamps) is compared with ``tests/data/result_hashes.json``.
 A change that is meant to change results regenerates the file and says why in its commit::
 
     MOESIM_UPDATE_HASHES=1 .venv/bin/python -m pytest tests/test_results_unchanged.py
+
+Token stream version 1 (float64 noise and scores, the default before moesim 0.3) stays
+selectable: every scenario run with ``tokens.stream_version=1`` must give the hashes recorded
+before version 2 existed (``tests/data/result_hashes_stream_1.json``, never regenerated).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from moesim.results.metrics import DEPLOYMENT_COLUMNS, REBALANCE_METRICS
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = sorted((ROOT / "scenarios").glob("*.yaml"))
 HASHES = Path(__file__).parent / "data" / "result_hashes.json"
+HASHES_STREAM_1 = Path(__file__).parent / "data" / "result_hashes_stream_1.json"
 #: Enough steps for the bias, the learner and two records to act; short enough for the suite.
 STEPS = 24
 #: Keys that measure the machine, not the simulation.
@@ -102,9 +107,25 @@ def test_results_unchanged(scenario: Path, tmp_path: Path):
     assert hashes == recorded[scenario.stem]
 
 
+#: The learning scenarios reproduce stream version 1 below, with moesim 0.1's learning model
+#: (they are the slow ones: running them twice would cost the suite 20 s).
+STREAM_1_LEARNING = ("bias_rate_sweep", "collapse", "collapse_extremes")
+
+
+@pytest.mark.parametrize(
+    "scenario",
+    [path for path in SCENARIOS if path.stem not in STREAM_1_LEARNING],
+    ids=[path.stem for path in SCENARIOS if path.stem not in STREAM_1_LEARNING],
+)
+def test_stream_version_1_reproduces_its_results(scenario: Path, tmp_path: Path):
+    hashes = run_short(scenario, tmp_path / scenario.stem, ("tokens.stream_version=1",))
+    assert hashes == json.loads(HASHES_STREAM_1.read_text())[scenario.stem]
+
+
 #: moesim 0.1's router learning, still selectable: the learning scenarios' results of that
 #: version (recorded before the calibrated model became the default) must come back bit for bit.
 LEARNING_0_1 = (
+    "tokens.stream_version=1",
     "learning.reward=competence_affinity",
     "learning.optimizer=sgd",
     "learning.rate=10",
@@ -113,6 +134,10 @@ LEARNING_0_1 = (
     "router.init_scale=1.0",
 )
 HASHES_0_1 = Path(__file__).parent / "data" / "result_hashes_0.1_learning.json"
+
+
+def test_the_stream_1_learning_scenarios_are_the_0_1_ones():
+    assert sorted(json.loads(HASHES_0_1.read_text())) == sorted(STREAM_1_LEARNING)
 
 
 @pytest.mark.parametrize("name", sorted(json.loads(HASHES_0_1.read_text())))
@@ -124,5 +149,5 @@ def test_the_0_1_learning_model_reproduces_its_results(name: str, tmp_path: Path
 
 
 def test_every_shipped_scenario_has_hashes():
-    recorded = json.loads(HASHES.read_text())
-    assert sorted(recorded) == [path.stem for path in SCENARIOS]
+    for hashes in (HASHES, HASHES_STREAM_1):
+        assert sorted(json.loads(hashes.read_text())) == [path.stem for path in SCENARIOS]

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import moesim
 from moesim import tokens as ts
+from moesim._jit import njit
+from moesim.kernels.normals import normal_pairs_v2, normal_pairs_v2_reference
 
 BASE = {"tokens": {"tokens_per_step": 4096, "dim": 8, "clusters": 4, "seq_len": 64}}
 
@@ -211,3 +215,44 @@ def test_a_run_of_a_trace_with_a_wrapping_label_exits_2_not_a_crash(tmp_path):
     assert done.returncode == 2, done.stderr
     assert "s.yaml:2:" in done.stderr and "tokens.file" in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+@settings(max_examples=40, deadline=None)
+@given(state=st.integers(0, 2**64 - 1), n_pairs=st.integers(1, 40))
+def test_stream_2_normals_match_their_numpy_twin(state, n_pairs):
+    first, second = _normal_pairs_v2(np.uint64(state), n_pairs)
+    ref_first, ref_second = normal_pairs_v2_reference(state, n_pairs)
+    np.testing.assert_allclose(first, ref_first, rtol=2e-6, atol=2e-6)
+    np.testing.assert_allclose(second, ref_second, rtol=2e-6, atol=2e-6)
+
+
+@njit
+def _normal_pairs_v2(state, n_pairs):
+    first = np.empty(n_pairs, np.float32)
+    second = np.empty(n_pairs, np.float32)
+    work = np.empty((2, n_pairs), np.float32)
+    normal_pairs_v2(state, first, second, work[0], work[1])
+    return first, second
+
+
+def _stream_tokens(version, **tokens):
+    from moesim.scenario import load_scenario
+
+    config = load_scenario({"tokens": {"stream_version": version, **tokens}}).tokens
+    stream = ts.make_stream(config, np.random.SeedSequence(7))
+    return stream, ts.generate(stream, 3, config.tokens_per_step)
+
+
+def test_stream_2_keeps_stream_1s_clusters_with_standard_normal_noise():
+    options = dict(tokens_per_step=2048, dim=33, clusters=8, seq_len=256, noise=1.0)
+    _, (tokens_1, clusters_1) = _stream_tokens(1, **options)
+    stream, (tokens_2, clusters_2) = _stream_tokens(2, **options)
+    assert tokens_2.dtype == np.float32 and tokens_2.shape == tokens_1.shape
+    np.testing.assert_array_equal(clusters_2, clusters_1)
+    assert not np.array_equal(tokens_2, tokens_1)
+    noise = tokens_2 * np.sqrt(33) - stream.means[clusters_2]
+    assert abs(noise.mean()) < 0.01 and abs(noise.std() - 1) < 0.01
+    assert abs(np.corrcoef(noise[:, :16].ravel(), noise[:, 17:].ravel())[0, 1]) < 0.02
+    # Gaussian tails: the share beyond 2 and 3 standard deviations.
+    assert abs((np.abs(noise) > 2).mean() - 0.0455) < 0.003
+    assert abs((np.abs(noise) > 3).mean() - 0.0027) < 0.0008

@@ -80,6 +80,44 @@ def torch_route(logits, bias, *, top_k, n_groups, topk_groups, route_scale, grou
     return indices, weights
 
 
+def numpy_float32_route(logits, bias, *, top_k, n_groups, topk_groups, route_scale):
+    """:func:`torch_route` in NumPy, every operation in float32 as torch does it (the float32
+    twin moesim's float32 scores are checked against when torch is not installed).
+
+    Returns ``(indices (T, K) int64, weights (T, K) float32)``; ties in the top-K go to the
+    lower expert id.
+    """
+    one = np.float32(1.0)
+    scores = one / (one + np.exp(-logits))
+    selection = scores + bias
+    n_tokens, n_experts = logits.shape
+    grouped = selection.reshape(n_tokens, n_groups, n_experts // n_groups)
+    top_two = np.sort(grouped, axis=-1)[..., -2:]
+    group_scores = top_two[..., 1] + top_two[..., 0]
+    kept = np.argsort(-group_scores, axis=1, kind="stable")[:, :topk_groups]
+    dropped = np.ones((n_tokens, n_groups), dtype=bool)
+    np.put_along_axis(dropped, kept, False, axis=1)
+    masked = np.where(dropped[:, :, None], np.float32(-np.inf), grouped).reshape(n_tokens, -1)
+    indices = np.argsort(-masked, axis=1, kind="stable")[:, :top_k]
+    weights = np.take_along_axis(scores, indices, axis=1)
+    weights = weights / (weights.sum(axis=1, keepdims=True) + np.float32(1e-20))
+    return indices, (weights * np.float32(route_scale)).astype(np.float32)
+
+
+def float32_twin_agreement(n_tokens: int) -> float:
+    """Share of tokens for which ``moesim.route`` (float32 scores) and
+    :func:`numpy_float32_route` choose the same set of experts (DeepSeek-V3, the inputs of
+    :func:`routing_inputs`)."""
+    from moesim.kernels.routing import route
+
+    logits, bias = routing_inputs(n_tokens)
+    options = {k: v for k, v in DEEPSEEK_V3_ROUTING.items() if k != "score"}
+    with np.errstate(over="ignore"):
+        twin_indices, _ = numpy_float32_route(logits, bias, **options)
+    indices, _ = route(logits, bias, **DEEPSEEK_V3_ROUTING)
+    return float(same_expert_sets(indices, twin_indices).mean())
+
+
 def torch_routing_worker(payload: dict) -> dict:
     """In a subprocess: time :func:`torch_route` per T; save its indices for the agreement check.
 
@@ -115,6 +153,8 @@ def bench_routing(token_counts, *, repeats: int, reference_repeats: int, threads
         time_moesim_and_reference(n_tokens, repeats=repeats, reference_repeats=reference_repeats)
         for n_tokens in token_counts
     ]
+    for row in rows:
+        row["float32_twin_agreement"] = float32_twin_agreement(row["tokens"])
     if not torch_available():
         return {"rows": rows, "torch_note": "torch not installed (pip install 'moesim[bench]')"}
     with tempfile.TemporaryDirectory(prefix="moesim-bench-torch-") as workdir:

@@ -17,9 +17,10 @@ from moesim.kernels.step import NO_CAPACITY
 
 
 def router_spec_for(scenario) -> RouterSpec:
-    """The routing options of ``scenario``, checked and with the DeepSeek defaults filled in."""
+    """The routing options of ``scenario``, checked and with the DeepSeek defaults filled in;
+    float32 scores from token stream version 2 on (the engine's logits are float32)."""
     router = scenario.router
-    return resolve_router_spec(
+    spec = resolve_router_spec(
         router.experts,
         top_k=router.top_k,
         score=router.score,
@@ -30,6 +31,7 @@ def router_spec_for(scenario) -> RouterSpec:
         route_scale=router.route_scale,
         has_bias=scenario.balance.bias.enabled,
     )
+    return spec._replace(float32_scores=scenario.tokens.stream_version >= 2)
 
 
 def capacity_for(scenario, spec: RouterSpec) -> int:

@@ -160,3 +160,39 @@ def log_sum_exp(values):
     """
     shift, total = softmax_normalizer(values)
     return shift + math.log(total), shift, total
+
+
+# The float32 sigmoid of a row (the router's scores from token stream version 2 on, and of
+# ``moesim.route`` on float32 logits): the same Cody-Waite reduction in float32, a degree-7
+# Taylor polynomial (truncation below 1e-8 relative on |r| <= ln2/2) and 2**k from its exponent
+# bits. Every operation is a float32 ``+ - * /`` (no fastmath, no fused multiply-add), so the
+# scores are the same on every machine and vector width; they are within 2 ulp of
+# ``1 / (1 + exp(-z))`` computed in float64 and rounded.
+_F32 = np.float32
+_LOG2_E_F32 = _F32(1.442695)
+_LN2_HIGH_F32 = _F32(0.693359375)  # 8 significant bits: k * _LN2_HIGH_F32 is exact for |k| < 2**16
+_LN2_LOW_F32 = _F32(-2.12194440e-4)
+_EXP_ARGUMENT_LOW_F32 = _F32(-87.0)  # exp(-87) and exp(88) are normal float32 numbers
+_EXP_ARGUMENT_HIGH_F32 = _F32(88.0)
+_EXP_TAYLOR_F32 = tuple(_F32(1.0 / math.factorial(n)) for n in range(8))
+_HALF_F32 = _F32(0.5)
+_ONE_F32 = _F32(1.0)
+
+
+@njit_inline
+def sigmoid_row_float32(values, out, work, exponent_bits):
+    """``out[e] = 1 / (1 + exp(-values[e]))`` computed in float32 for a float32 row.
+
+    ``work`` (float32) and ``exponent_bits`` (int32) are scratch rows of the row's length.
+    """
+    powers_of_two = exponent_bits.view(np.float32)
+    c0, c1, c2, c3, c4, c5, c6, c7 = _EXP_TAYLOR_F32
+    for e in range(values.shape[0]):
+        x = min(max(-values[e], _EXP_ARGUMENT_LOW_F32), _EXP_ARGUMENT_HIGH_F32)
+        k = np.floor(x * _LOG2_E_F32 + _HALF_F32)
+        r = (x - k * _LN2_HIGH_F32) - k * _LN2_LOW_F32
+        p = ((((((c7 * r + c6) * r + c5) * r + c4) * r + c3) * r + c2) * r + c1) * r + c0
+        work[e] = p
+        exponent_bits[e] = (np.int32(k) + np.int32(127)) << np.int32(23)
+    for e in range(values.shape[0]):
+        out[e] = _ONE_F32 / (_ONE_F32 + work[e] * powers_of_two[e])

@@ -41,6 +41,9 @@ class RouterSpec(NamedTuple):
     group_score_topk: int
     normalize: bool
     route_scale: float
+    #: sigmoid scores of float32 logits computed in float32 (token stream version 2 on, and
+    #: ``moesim.route``), not in float64 and rounded (stream version 1); docs/model.md §2.
+    float32_scores: bool = False
 
 
 def _check_logits(logits) -> np.ndarray:
@@ -180,7 +183,8 @@ def prepare_routing(logits, bias, **router_options):
     """Validate logits, bias and routing options; returns ``(logits, bias, has_bias, spec)``.
 
     The logits come back C-contiguous, the bias in the logits' dtype (zeros when absent), and
-    ``spec`` with every default resolved. Shared by :func:`moesim.route` and ``routing_step``.
+    ``spec`` with every default resolved (float32 logits get float32 sigmoid scores). Shared by
+    :func:`moesim.route` and ``routing_step``.
 
     Raises
     ------
@@ -199,4 +203,4 @@ def prepare_routing(logits, bias, **router_options):
     logits = _check_logits(logits)
     bias, has_bias = _check_bias(bias, logits.shape[1], logits.dtype)
     spec = resolve_router_spec(logits.shape[1], has_bias=has_bias, **router_options)
-    return logits, bias, has_bias, spec
+    return logits, bias, has_bias, spec._replace(float32_scores=logits.dtype == np.float32)

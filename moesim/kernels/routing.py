@@ -10,8 +10,11 @@ Three layers, as in the rest of ``moesim.kernels``:
 
 The logits ``Z = X W^T`` that come before are ``logits.py``'s.
 
-Numerics: scores are computed with float64 intermediates and stored in the input's dtype, so a
-float32 router compares float32 scores, as a float32 model would. The bias is added in the input's
+Numerics: scores are stored in the input's dtype, so a float32 router compares float32 scores,
+as a float32 model would. Sigmoid scores of float32 logits are computed in float32
+(``RouterSpec.float32_scores``: ``moesim.route`` and token stream version 2 on; within 2 ulp of
+the correctly rounded sigmoid); otherwise, and for stream version 1, scores are computed with
+float64 intermediates and rounded. The bias is added in the input's
 dtype. Gate weights are gathered from the stored scores and normalised in float64, then rounded
 to the input's dtype. The score math (sigmoid, softmax, the row ``exp``) lives in
 ``moesim.kernels.numerics``, shared with learning: ``exp`` over a row is the package's own
@@ -48,6 +51,7 @@ from moesim.kernels.numerics import (
     NORMALIZE_EPS,
     shifted_exp,
     sigmoid_row,
+    sigmoid_row_float32,
     softmax_normalizer_at,
     softmax_row,
 )
@@ -310,6 +314,8 @@ class _Scratch(NamedTuple):
     selection: np.ndarray
     exp_work: np.ndarray
     exponent_bits: np.ndarray
+    exp_work32: np.ndarray
+    exponent_bits32: np.ndarray
     best_values: np.ndarray
     cand_values: np.ndarray
     cand_ids: np.ndarray
@@ -331,6 +337,8 @@ def _make_scratch(dtype_example, n_experts, top_k, n_groups, group_score_topk):
         np.empty(n_experts, dtype),
         np.empty(n_experts, np.float64),
         np.empty(n_experts, np.int64),
+        np.empty(n_experts, np.float32),
+        np.empty(n_experts, np.int32),
         np.empty(top_k, dtype),
         np.empty(n_experts, dtype),
         np.empty(n_experts, np.int64),
@@ -347,7 +355,12 @@ def _make_scratch(dtype_example, n_experts, top_k, n_groups, group_score_topk):
 @njit_inline
 def _route_row(logit_row, bias, has_bias, spec, scratch, out_indices, out_weights):
     """Route one token: scores, selection with bias and groups, gate weights."""
-    _scores_row(logit_row, spec.score_code, scratch.scores, scratch.exp_work, scratch.exponent_bits)
+    if spec.float32_scores and spec.score_code == SCORE_SIGMOID:
+        sigmoid_row_float32(logit_row, scratch.scores, scratch.exp_work32, scratch.exponent_bits32)
+    else:
+        _scores_row(
+            logit_row, spec.score_code, scratch.scores, scratch.exp_work, scratch.exponent_bits
+        )
     selection = scratch.selection
     if has_bias:
         for e in range(selection.shape[0]):

@@ -237,6 +237,7 @@ def _manifest(result: Result, *, seconds, command, planned) -> dict:
         "versions": versions,
         "scenario": result.scenario.name,
         "seed": result.scenario.seed,
+        "stream_version": result.scenario.tokens.stream_version,
         "variants": [v.name for v in result.variants],
         "planned_variants": list(planned),
         "partial": result.partial,

@@ -69,3 +69,11 @@ class TokensConfig(_Section):
     file_order: Literal["cycle", "sample"] = Field(
         "cycle", description="Replay rows in order (wrapping) or sample them at random."
     )
+    stream_version: int = Field(
+        2,
+        ge=1,
+        le=2,
+        description="Numerics of the token stream and the router's scores: 2 = float32 noise "
+        "and float32 sigmoid scores (the default); 1 = float64 (moesim 0.1-0.2's results, bit "
+        "for bit).",
+    )
