@@ -188,6 +188,26 @@ def busy_elsewhere(before, after) -> float | None:
 # The machine
 
 
+def cpu_detail() -> str | None:
+    """Vendor, family/model and the widest vector extension, from ``/proc/cpuinfo`` (None where
+    it does not exist): the processor family decides how fast the kernels' SIMD loops run."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            fields = dict(
+                (key.strip(), value.strip())
+                for key, _, value in (line.partition(":") for line in cpuinfo)
+                if value
+            )
+    except OSError:
+        return None
+    flags = set(fields.get("flags", "").split())
+    vector = next((f for f in ("avx512f", "avx2", "avx", "sse4_2") if f in flags), "none")
+    return (
+        f"{fields.get('vendor_id', '?')} family {fields.get('cpu family', '?')} model "
+        f"{fields.get('model', '?')}, {vector.upper()}"
+    )
+
+
 def machine_info() -> dict:
     """CPU model, cores, load average and library versions, for the record."""
     import numba
@@ -206,6 +226,7 @@ def machine_info() -> dict:
         torch_version = version("torch")
     return {
         "cpu": model,
+        "cpu_detail": cpu_detail(),
         "cores": os.cpu_count(),
         "python": platform.python_version(),
         "numpy": np.__version__,

@@ -60,7 +60,8 @@ def render_machine(meta: dict, console) -> None:
     from rich.markup import escape
 
     console.print(
-        f"[bold]{escape(str(meta['cpu']))}[/], {meta['cores']} cores; numpy {meta['numpy']}, numba "
+        f"[bold]{escape(str(meta['cpu']))}[/] ({escape(str(meta.get('cpu_detail')))}), "
+        f"{meta['cores']} cores; numpy {meta['numpy']}, numba "
         f"{meta['numba']}, torch {meta['torch'] or 'absent'}; threads {meta['threads']}; "
         f"load {meta['load_average'][0]:.2f}",
         highlight=False,
@@ -78,6 +79,7 @@ def render_routing(routing: dict, console) -> None:
         "ref/moesim",
         "torch/moesim",
         "torch agrees",
+        "f32 twin agrees",
     )
     for row in routing["rows"]:
         base = row["moesim"]["median"]
@@ -90,8 +92,18 @@ def render_routing(routing: dict, console) -> None:
             f"{row['reference']['median'] / base:,.1f}x",
             f"{torch_row['median'] / base:,.2f}x" if torch_row else "-",
             f"{row['torch_agreement']:.4%}" if torch_row else "-",
+            f"{row['float32_twin_agreement']:.4%}" if "float32_twin_agreement" in row else "-",
         )
     console.print(table)
+    fight = routing.get("after_matmul")
+    if fight:
+        after_numpy, after_moesim = fight["after_numpy"], fight["after_moesim"]
+        console.print(
+            f"route right after a NumPy matmul: {_ms(after_numpy)} ms; after moesim's logits: "
+            f"{_ms(after_moesim)} ms ({after_numpy['median'] / after_moesim['median']:.2f}x; "
+            f"T={fight['tokens']:,})",
+            highlight=False,
+        )
     if routing["torch_note"]:
         from rich.markup import escape
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import platform
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from moesim.bench.common import (
     DEEPSEEK_V3_EXPERTS,
     DEEPSEEK_V3_ROUTING,
     run_worker,
+    summarize_samples,
     time_call,
     torch_available,
 )
@@ -155,15 +157,26 @@ def bench_routing(token_counts, *, repeats: int, reference_repeats: int, threads
     ]
     for row in rows:
         row["float32_twin_agreement"] = float32_twin_agreement(row["tokens"])
+    fight_tokens = 4096 if 4096 in token_counts else max(token_counts)
+    fight = {"tokens": fight_tokens, **time_route_after_matmul(fight_tokens, repeats=repeats)}
     if not torch_available():
-        return {"rows": rows, "torch_note": "torch not installed (pip install 'moesim[bench]')"}
+        return {
+            "rows": rows,
+            "after_matmul": fight,
+            "torch_note": "torch not installed (pip install 'moesim[bench]')",
+        }
     with tempfile.TemporaryDirectory(prefix="moesim-bench-torch-") as workdir:
         payload = {"tokens": list(token_counts), "repeats": repeats, "threads": threads}
         answer = run_worker("torch_routing", {**payload, "dir": workdir})
         for row in rows:
             row["torch"] = answer["rows"][str(row["tokens"])]
             row.update(compare_with_torch(row["tokens"], workdir))
-    return {"rows": rows, "torch_note": None, "torch_threads": answer["threads"]}
+    return {
+        "rows": rows,
+        "after_matmul": fight,
+        "torch_note": None,
+        "torch_threads": answer["threads"],
+    }
 
 
 def time_moesim_and_reference(n_tokens: int, *, repeats: int, reference_repeats: int) -> dict:
@@ -184,6 +197,32 @@ def time_moesim_and_reference(n_tokens: int, *, repeats: int, reference_repeats:
             warmup=0,
         ),
     }
+
+
+def time_route_after_matmul(n_tokens: int = 4096, *, repeats: int, dim: int = 64) -> dict:
+    """The thread fight: ``moesim.route`` on logits a NumPy matmul has just made, against the
+    same call on logits moesim's own kernel has just made (only the ``route`` call is timed).
+
+    After a threaded BLAS call OpenBLAS's worker threads busy-wait for about 0.1 s; a Numba
+    parallel region started in that window shares the cores with them unless moesim stops them
+    first (``moesim._jit.quiet_blas_threads``). The two cases alternate, one call each.
+    Returns ``{"after_numpy", "after_moesim"}`` timings.
+    """
+    from moesim.kernels.routing import route, router_logits
+
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((n_tokens, dim)).astype(np.float32)
+    w = rng.standard_normal((DEEPSEEK_V3_EXPERTS, dim)).astype(np.float32)
+    _, bias = routing_inputs(n_tokens)
+    samples = {"after_numpy": [], "after_moesim": []}
+    for index in range(repeats + 2):  # two warm-up rounds
+        for case, make_logits in (("after_numpy", lambda: x @ w.T), ("after_moesim", None)):
+            logits = make_logits() if make_logits else router_logits(x, w)
+            started = time.perf_counter()
+            route(logits, bias, **DEEPSEEK_V3_ROUTING)
+            if index >= 2:
+                samples[case].append(time.perf_counter() - started)
+    return {case: summarize_samples(values) for case, values in samples.items()}
 
 
 def compare_with_torch(n_tokens: int, workdir: str) -> dict:
