@@ -108,13 +108,14 @@ def _no_other_thread_may_call_blas() -> bool:
 def quiet_blas_threads() -> None:
     """Stop OpenBLAS's busy-waiting worker threads before a Numba parallel region.
 
-    A no-op (a few microseconds) unless an OpenBLAS thread server is running, Numba uses more
-    than one thread, and no other thread may be calling BLAS. OpenBLAS restarts its workers at
-    its next threaded call (tens of microseconds), so BLAS speed is unchanged.
+    A no-op (a microsecond) unless an OpenBLAS thread server is running and no other thread may
+    be calling BLAS. OpenBLAS restarts its workers at its next threaded call (tens of
+    microseconds), so BLAS speed is unchanged. With one Numba thread the spinners still take
+    cores from other processes (a sweep's workers), so they are stopped then too.
     """
     pools = _loaded_openblas_pools()
     running = [pool for pool in pools if pool.server_running.value]
-    if not running or numba.get_num_threads() < 2 or not _no_other_thread_may_call_blas():
+    if not running or not _no_other_thread_may_call_blas():
         return
     for pool in running:
         pool.shutdown()

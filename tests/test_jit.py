@@ -49,8 +49,6 @@ def _spinning_openblas_pools():
     """The OpenBLAS thread servers running after a threaded matmul (skip where there are none)."""
     from moesim._jit import _loaded_openblas_pools
 
-    if numba.get_num_threads() < 2:
-        pytest.skip("one Numba thread: nothing to fight over")
     x = np.ones((2048, 64), np.float32)
     product = x @ np.ones((64, 256), np.float32)
     pools = [pool for pool in _loaded_openblas_pools() if pool.server_running.value]
