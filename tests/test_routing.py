@@ -368,6 +368,8 @@ def test_router_logits_match_reference_bit_for_bit(n_tokens, dim, n_experts, dty
     logits = router_logits(tokens, centroids)
     assert logits.dtype == dtype and logits.shape == (n_tokens, n_experts)
     np.testing.assert_array_equal(logits, logits_reference(tokens, centroids))
+    # Fortran-order tokens (a deeper layer's inputs) are read in place, to the same bits.
+    np.testing.assert_array_equal(router_logits(np.asfortranarray(tokens), centroids), logits)
     tolerance = 1e-4 if dtype == np.float32 else 1e-10
     np.testing.assert_allclose(logits, tokens @ centroids.T.astype(dtype), atol=tolerance * dim)
 

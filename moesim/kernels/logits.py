@@ -62,9 +62,16 @@ def _logits_chunks(tokens, centroids_t, logits):
 
 
 def router_logits(tokens: np.ndarray, centroids: np.ndarray) -> np.ndarray:
-    """Router logits ``Z = X W^T`` (T, E) in the tokens' dtype, computed by Numba."""
+    """Router logits ``Z = X W^T`` (T, E) in the tokens' dtype, computed by Numba.
+
+    Tokens in Fortran order (a layer's inputs made by fancy indexing of the previous layer's,
+    ``engine/paths.py``) are read in place: the kernel reads four tokens' ``j``-th values at a
+    time, which sit side by side there; copying them to C order cost 0.8 ms at T=4096, d=64.
+    """
     centroids_t = np.ascontiguousarray(centroids.T, dtype=tokens.dtype)
     logits = np.empty((tokens.shape[0], centroids.shape[0]), dtype=tokens.dtype)
+    if not tokens.flags.f_contiguous:
+        tokens = np.ascontiguousarray(tokens)
     quiet_blas_threads()
-    _logits_chunks(np.ascontiguousarray(tokens), centroids_t, logits)
+    _logits_chunks(tokens, centroids_t, logits)
     return logits
