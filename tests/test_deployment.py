@@ -177,3 +177,14 @@ def test_balancedness_and_imbalance_ratio_definitions():
     loads = np.array([[1.0, 3.0], [2.0, 2.0]])
     assert balancedness(loads) == pytest.approx((2 + 2) / (3 + 2))  # vLLM: sums over layers
     np.testing.assert_allclose(imbalance_ratio(loads), [0.5, 0.0])
+
+
+def test_least_loaded_replicas_fill_the_idle_gpu():
+    # GPU 0 holds experts 0 and 1, GPU 1 experts 0 and 2; six tokens want 1, then six want 0.
+    placement = placement_from_phy2log(np.array([0, 1, 0, 2]), 3, 2, 2)
+    indices = np.array([[1]] * 6 + [[0]] * 6)
+    keep = np.ones_like(indices, dtype=bool)
+    turns = dispatch_layer(indices, keep, placement, 0, "round_robin").slot_loads
+    least = dispatch_layer(indices, keep, placement, 0, "least_loaded").slot_loads
+    assert turns.tolist() == [3, 6, 3, 0]  # GPUs 9 and 3
+    assert least.tolist() == [0, 6, 6, 0]  # GPUs 6 and 6

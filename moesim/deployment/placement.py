@@ -105,10 +105,3 @@ def gpu_loads_from_slots(slot_loads: np.ndarray, slots_per_gpu: int) -> np.ndarr
     """Per-GPU loads (..., G) from per-slot loads (..., P): the sum of each GPU's slots."""
     shape = slot_loads.shape
     return slot_loads.reshape(*shape[:-1], shape[-1] // slots_per_gpu, slots_per_gpu).sum(-1)
-
-
-def slot_loads_even_split(expert_loads: np.ndarray, placement: Placement) -> np.ndarray:
-    """Per-slot loads (L, P) float64 when each expert's load (L, E) splits evenly over its
-    replicas (EPLB's own assumption when it sizes replicas; used for recorded counts)."""
-    share = expert_loads / placement.replica_count
-    return np.take_along_axis(share, placement.phy2log, axis=1)

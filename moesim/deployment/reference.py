@@ -33,8 +33,9 @@ def dispatch_reference(indices, keep, phy2log, n_gpus, gpus_per_node, replica_ch
             if replica_choice == "round_robin":
                 slot = options[turns[int(expert)] % len(options)]
                 turns[int(expert)] += 1
-            else:
-                slot = min(options, key=lambda s: (slot_loads[s], s))
+            else:  # the replica on the GPU with the fewest assignments so far
+                gpu_loads = slot_loads.reshape(n_gpus, slots_per_gpu).sum(axis=1)
+                slot = min(options, key=lambda s: (gpu_loads[s // slots_per_gpu], s))
             slot_loads[slot] += 1
             gpus.add(slot // slots_per_gpu)
         nodes = {gpu // gpus_per_node for gpu in gpus} - {source // gpus_per_node}

@@ -45,9 +45,9 @@ class Dispatch(NamedTuple):
 
 
 @njit
-def _choose_slot(expert, replica_slots, replica_count, choice_code, turns, slot_loads):
+def _choose_slot(expert, replica_slots, replica_count, choice_code, turns, gpu_running, per_gpu):
     """The slot that computes one assignment to ``expert``: its only one, the next in turn, or
-    the least loaded so far (ties: the earlier replica)."""
+    the one on the GPU with the fewest assignments so far (ties: the earlier replica)."""
     count = replica_count[expert]
     if count == 1:
         return replica_slots[expert, 0]
@@ -58,7 +58,7 @@ def _choose_slot(expert, replica_slots, replica_count, choice_code, turns, slot_
     best = replica_slots[expert, 0]
     for r in range(1, count):
         slot = replica_slots[expert, r]
-        if slot_loads[slot] < slot_loads[best]:
+        if gpu_running[slot // per_gpu] < gpu_running[best // per_gpu]:
             best = slot
     return best
 
@@ -86,6 +86,7 @@ def _dispatch_layer(
     gpu_seen = np.full(n_gpus, -1, dtype=np.int64)  # last token that reached each GPU
     node_seen = np.full(n_nodes, -1, dtype=np.int64)
     targets = np.empty(top_k, dtype=np.int64)
+    gpu_running = np.zeros(n_gpus, dtype=np.int64)  # assignments each GPU has so far
     for t in range(n_tokens):
         source = (t * n_gpus) // n_tokens
         source_node = source // gpus_per_node
@@ -95,10 +96,12 @@ def _dispatch_layer(
             if not keep[t, k]:
                 continue
             slot = _choose_slot(
-                indices[t, k], replica_slots, replica_count, choice_code, turns, slot_loads
-            )
+                indices[t, k], replica_slots, replica_count, choice_code, turns, gpu_running,
+                slots_per_gpu,
+            )  # fmt: skip
             slot_loads[slot] += 1
             gpu = slot // slots_per_gpu
+            gpu_running[gpu] += 1
             if gpu_seen[gpu] != t:
                 gpu_seen[gpu] = t
                 targets[n_targets] = gpu

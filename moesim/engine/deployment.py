@@ -14,6 +14,7 @@ from moesim._jit import n_chunks_for
 from moesim.deployment.cost import Hardware
 from moesim.deployment.eplb import rebalance_experts
 from moesim.deployment.placement import Placement, contiguous_placement, placement_from_phy2log
+from moesim.deployment.rebalance import RebalanceSchedule, moved_experts
 from moesim.deployment.traffic import dispatch_layer
 from moesim.engine.deployment_metrics import StepMetrics
 from moesim.engine.recorder import final_window_for
@@ -116,8 +117,17 @@ class DeploymentTracker:
             self.placement = contiguous_placement(
                 n_layers, self.n_experts, self.n_gpus, config.gpus_per_node
             )
-        self.window = min(config.rebalance_window, scenario.steps)
-        self.window_demand = np.zeros((self.window, n_layers, self.n_experts), dtype=np.int64)
+        # The first placement as soon as a window of loads exists, then one every interval
+        # (never again without one: a stale plan).
+        window = min(config.rebalance_window, scenario.steps)
+        self.schedule = RebalanceSchedule(
+            n_layers,
+            self.n_experts,
+            window,
+            config.rebalance_interval or scenario.steps + 1,
+            first_after=window,
+        )
+        self.step_demand = np.zeros((n_layers, self.n_experts), dtype=np.int64)
         self.rebalances = 0
         self.experts_moved = np.zeros(n_layers, dtype=np.int64)  # per layer, over the run
         final_start = scenario.steps - final_window_for(scenario)
@@ -171,24 +181,17 @@ class DeploymentTracker:
             routed.indices, routed.keep, self.placement, layer, self.config.replica_choice
         )
         self.metrics.observe_layer(step, layer, dispatch)
-        self.window_demand[step % self.window, layer] = routed.demand
+        self.step_demand[layer] = routed.demand
 
     def end_step(self, step: int) -> None:
         """Price the step over its layers, and rebalance when due."""
         if not self.enabled:
             return
         self.metrics.close_step(step)
-        if self._rebalance_due(step):
-            self._rebalance(self.window_demand.sum(axis=0))
-
-    def _rebalance_due(self, step: int) -> bool:
-        if self.config.placement != "eplb":
-            return False
-        # The first placement as soon as a window of loads exists, then one every interval.
-        done, interval = step + 1, self.config.rebalance_interval
-        if done == self.window:
-            return True
-        return interval is not None and done > self.window and (done - self.window) % interval == 0
+        if self.config.placement == "eplb":
+            self.schedule.observe(self.step_demand)
+            if self.schedule.due(step):
+                self._rebalance(self.schedule.window_loads())
 
     def _plan(self, weight) -> Placement:
         config = self.config
@@ -207,7 +210,7 @@ class DeploymentTracker:
         old = self.placement
         self.placement = self._plan(weight)
         self.rebalances += 1
-        self.experts_moved += moved_experts(old.phy2log, self.placement.phy2log, old.slots_per_gpu)
+        self.experts_moved += moved_experts(old.phy2log, self.placement.phy2log, self.n_gpus)
 
     # -- results -------------------------------------------------------------------------------
 
@@ -242,19 +245,3 @@ class DeploymentTracker:
     def arrays(self) -> dict | None:
         """Per-GPU arrays of the final window for the figures (None when off)."""
         return self.metrics.arrays() if self.enabled else None
-
-
-def moved_experts(old_phy2log, new_phy2log, slots_per_gpu: int) -> np.ndarray:
-    """Per layer (L,), the experts GPUs must load: on each GPU, the logical experts of the new
-    placement that the old one did not hold there (counted with their multiplicity)."""
-    n_layers, n_slots = new_phy2log.shape
-    moved = np.zeros(n_layers, dtype=np.int64)
-    for layer in range(n_layers):
-        for first in range(0, n_slots, slots_per_gpu):
-            before = list(old_phy2log[layer, first : first + slots_per_gpu])
-            for expert in new_phy2log[layer, first : first + slots_per_gpu]:
-                if expert in before:
-                    before.remove(expert)
-                else:
-                    moved[layer] += 1
-    return moved

@@ -37,7 +37,7 @@ class DeploymentConfig(_Section):
     replica_choice: Literal["round_robin", "least_loaded"] = Field(
         "round_robin",
         description="How an assignment picks among its expert's replicas: in turn, or the "
-        "replica with the fewest tokens so far in the step.",
+        "replica on the GPU with the fewest assignments so far in the step.",
     )
     rebalance_interval: int | None = Field(
         None,
