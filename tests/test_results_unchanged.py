@@ -41,6 +41,19 @@ TIMING_KEYS = ("seconds", "steps_per_second")
 DEPLOYMENT_KEYS = (*DEPLOYMENT_COLUMNS, *REBALANCE_METRICS)
 
 
+def _without_timing(node) -> None:
+    """Remove :data:`TIMING_KEYS` at any depth (a many-layer summary repeats them per layer and
+    in its spread over layers)."""
+    if isinstance(node, dict):
+        for key in TIMING_KEYS:
+            node.pop(key, None)
+        for value in node.values():
+            _without_timing(value)
+    elif isinstance(node, list):
+        for value in node:
+            _without_timing(value)
+
+
 def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -52,8 +65,9 @@ def result_hashes(folder: Path, without: tuple[str, ...] = ()) -> dict[str, str]
     hashes were recorded, so that old results can still be compared bit for bit.
     """
     summary = json.loads((folder / "summary.json").read_text())
+    _without_timing(summary)
     for variant in summary["variants"]:
-        for key in (*TIMING_KEYS, *without):
+        for key in without:
             variant.pop(key, None)
         for key in DEPLOYMENT_KEYS:
             if variant.get(key, 0) is None:
