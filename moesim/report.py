@@ -18,6 +18,7 @@ from pathlib import Path
 
 from moesim.figures import FIGURES, figure_bytes, render_figures
 from moesim.results import ResultsData, group_rows, load_results, same_value, write_atomic
+from moesim.results.layers import layer_summaries
 from moesim.results.metrics import format_metric, format_value, metric_spec
 from moesim.statistics import mean_interval
 
@@ -126,6 +127,56 @@ def run_rows(data: ResultsData) -> tuple[list[str], list[list[str]], list[dict]]
         name = str(s.get("variant", "?")) + (" (partial)" if s.get("partial") else "")
         rows.append([name, *[format_metric(key, s.get(key)) for key in columns]])
     return header, rows, variants
+
+
+#: Columns of the per-layer table of a run with several MoE layers.
+LAYER_COLUMNS = (
+    "max_vio_global",
+    "final_max_vio_batch",
+    "cv",
+    "starved",
+    "drop_rate",
+    "steps_to_balance",
+    "co_routing",
+    "co_routing_independent",
+)
+
+
+def layer_rows(summary: dict) -> tuple[list[str], list[list[str]], list[dict]]:
+    """Header and formatted rows of one variant's per-layer table (one row per MoE layer)."""
+    layers = layer_summaries(summary)
+    columns = [key for key in LAYER_COLUMNS if any(key in s for s in layers)]
+    header = ["layer", *[metric_spec(key).title for key in columns], "verdict"]
+    rows = [[str(s.get("layer")), *[format_metric(key, s.get(key)) for key in columns]]
+            for s in layers]  # fmt: skip
+    return header, rows, layers
+
+
+def layer_note(summary: dict) -> str:
+    """The spread of MaxVio_global over a variant's layers, in words."""
+    spread = [
+        f"{name} {format_metric('max_vio_global', summary.get(key))}"
+        for name, key in (
+            ("mean", "max_vio_global"),
+            ("p50", "max_vio_global_p50"),
+            ("p90", "max_vio_global_p90"),
+            ("max", "max_vio_global_max"),
+        )
+    ]
+    lift = ""
+    co, independent = summary.get("co_routing"), summary.get("co_routing_independent")
+    if isinstance(co, (int, float)) and isinstance(independent, (int, float)) and independent:
+        lift = (f"; token pairs sharing an expert share one in the next layer {co:.1%} of the "
+                f"time, against {independent:.1%} for independent layers")  # fmt: skip
+    return (f"{summary.get('layers')} MoE layers; MaxVio global over layers: "
+            f"{', '.join(spread)}; worst layer {summary.get('worst_layer')}{lift}.")  # fmt: skip
+
+
+def _layered_variants(data: ResultsData) -> list[dict]:
+    """Variants with several MoE layers, when the report shows every layer (no --layer)."""
+    if data.layer is not None:
+        return []
+    return [s for s in data.variants if len(layer_summaries(s)) > 1]
 
 
 def sweep_rows(data: ResultsData) -> tuple[list[str], list[list[str]], int | None]:
@@ -287,6 +338,15 @@ def _sweep_metadata(data: ResultsData) -> list[tuple[str, str]]:
     return items + _versions(summary)
 
 
+def _summary_heading(data: ResultsData) -> str:
+    """ "Summary", with the layer shown or "mean over layers" for several MoE layers."""
+    if data.layer is not None:
+        return f"Summary (layer {data.layer})"
+    if data.is_multi_layer:
+        return f"Summary (mean over {len(data.layer_numbers)} MoE layers)"
+    return "Summary"
+
+
 def _verdict_class(verdict: str) -> str:
     return verdict if verdict in ("balanced", "imbalanced", "collapsed") else "other"
 
@@ -310,6 +370,16 @@ def _html_table(header: list[str], rows: list[list[str]], text_columns: int, bes
     return "".join(out)
 
 
+def _with_badges(rows: list[list[str]], summaries: list[dict]) -> list[list[str]]:
+    """Table rows escaped for HTML, each ending with its summary's verdict badge."""
+    escaped = []
+    for row, summary in zip(rows, summaries, strict=True):
+        verdict = str(summary.get("verdict", "-"))
+        badge = f'<span class="verdict {_verdict_class(verdict)}">{html.escape(verdict)}</span>'
+        escaped.append([html.escape(cell) for cell in row] + [badge])
+    return escaped
+
+
 def render_html(data: ResultsData, figures: list[tuple[str, str, bytes]], skipped: dict) -> str:
     """The self-contained HTML report. ``figures`` are ``(name, caption, png bytes)``."""
     e = html.escape
@@ -331,16 +401,17 @@ def render_html(data: ResultsData, figures: list[tuple[str, str, bytes]], skippe
 
     if data.variants:
         header, rows, variants = run_rows(data)
-        escaped = []
-        for row, s in zip(rows, variants, strict=True):
-            verdict = str(s.get("verdict", "-"))
-            badge = f'<span class="verdict {_verdict_class(verdict)}">{e(verdict)}</span>'
-            escaped.append([e(cell) for cell in row] + [badge])
-        parts += ["<h2>Summary</h2>", _html_table(header, escaped, 1)]
+        escaped = _with_badges(rows, variants)
+        parts += [f"<h2>{e(_summary_heading(data))}</h2>", _html_table(header, escaped, 1)]
         parts.append(
             '<p class="note">MaxVio = max load / mean load − 1 (0 is perfect balance); '
             "MaxVio global is over the final window; drop rates are run averages.</p>"
         )
+    for summary in _layered_variants(data):
+        header, rows, layers = layer_rows(summary)
+        parts.append(f"<h2>Layers: {e(str(summary.get('variant')))}</h2>")
+        parts.append(f'<p class="note">{e(layer_note(summary))}</p>')
+        parts.append(_html_table(header, _with_badges(rows, layers), 1))
     if data.is_sweep:
         header, rows, best = sweep_rows(data)
         n_keys = len(data.sweep_keys)
@@ -404,7 +475,12 @@ def render_markdown(data: ResultsData, figures: list[tuple[str, str, bytes]], sk
     if data.variants:
         header, rows, variants = run_rows(data)
         rows = [row + [str(s.get("verdict", "-"))] for row, s in zip(rows, variants, strict=True)]
-        lines += ["", "## Summary", "", *_md_table(header, rows)]
+        lines += ["", f"## {_summary_heading(data)}", "", *_md_table(header, rows)]
+    for summary in _layered_variants(data):
+        header, rows, layers = layer_rows(summary)
+        rows = [row + [str(s.get("verdict", "-"))] for row, s in zip(rows, layers, strict=True)]
+        lines += ["", f"## Layers: {summary.get('variant')}", "", layer_note(summary), ""]
+        lines += _md_table(header, rows)
     if data.is_sweep:
         header, rows, best = sweep_rows(data)
         if best is not None:

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from moesim._version import __version__
-from moesim.cli import bench, figures, papers, run, sweep, trace
+from moesim.cli import bench, figures, papers, run, show, sweep, trace
 from moesim.cli.common import console
 
 app = typer.Typer(
@@ -40,5 +40,5 @@ def _callback(
     """Simulate Mixture-of-Experts routing and load-balancing dynamics."""
 
 
-for module in (run, figures, sweep, papers, bench, trace):
+for module in (run, show, figures, sweep, papers, bench, trace):
     module.register(app)

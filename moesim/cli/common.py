@@ -36,6 +36,62 @@ SetOption = Annotated[
 ]
 
 
+LayerOption = Annotated[
+    int | None,
+    typer.Option(
+        "--layer",
+        metavar="N",
+        help="Show MoE layer N (0-based, dense layers counted) instead of the mean over layers.",
+    ),
+]
+
+
+def moe_layers_of(scenario) -> list[int]:
+    """The numbers of a scenario's MoE layers (every variant's)."""
+    from moesim.scenario import expand_variants, moe_layer_numbers
+
+    numbers: set[int] = set()
+    for _, variant in expand_variants(scenario):
+        numbers.update(moe_layer_numbers(variant))
+    return sorted(numbers)
+
+
+def check_layer_option(layer: int, numbers: list[int]) -> None:
+    """Exit 2 unless ``--layer`` names one of the MoE layers ``numbers``, saying which exist."""
+    if layer in numbers:
+        return
+    from moesim.results.layers import layer_ranges
+
+    closest = min(numbers, key=lambda n: (abs(n - layer), n))
+    raise fail(
+        f"--layer {layer}: not an MoE layer of this run (MoE layers: {layer_ranges(numbers)}); "
+        f"did you mean --layer {closest}?"
+    )
+
+
+def summaries_of_layer(summaries: list[dict], layer: int | None) -> list[dict]:
+    """The variants' summaries, or their layer ``layer``'s (exit 2 when a variant lacks it)."""
+    if layer is None:
+        return summaries
+    from moesim.results.layers import layer_numbers, summary_of_layer
+
+    check_layer_option(layer, sorted({n for s in summaries for n in layer_numbers(s)}))
+    try:
+        return [summary_of_layer(summary, layer) for summary in summaries]
+    except KeyError as error:
+        raise fail(str(error.args[0])) from None
+
+
+def table_title(name: str, summaries: list[dict], layer: int | None) -> str:
+    """The summary table's title: the run, and which layer or how many layers it shows."""
+    if layer is not None:
+        return f"moesim: {name}, layer {layer}"
+    counts = {s.get("layers") for s in summaries if s.get("layers")}
+    if counts:
+        return f"moesim: {name}, mean over {max(counts)} MoE layers"
+    return f"moesim: {name}"
+
+
 def fail(message: str, code: int = EXIT_INVALID) -> typer.Exit:
     # User text (paths, values) may contain [brackets]: escape it so rich prints it as is.
     errors.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from moesim.cli.common import EXIT_REFUSED, console, errors, fail
+from moesim.cli.common import EXIT_REFUSED, LayerOption, console, errors, fail
 
 
 def _skipped(name: str, reason: str) -> None:
@@ -26,14 +26,20 @@ def _cannot_write(results_dir: Path, error: OSError) -> typer.Exit:
     return fail(f"cannot write into {results_dir}: {reason}{where}", EXIT_REFUSED)
 
 
-def _read_or_exit(results_dir: Path):
-    """The folder, read and checked (exit 2 naming the damaged file), its partial state said."""
+def read_or_exit(results_dir: Path, layer: int | None = None):
+    """The folder, read and checked (exit 2 naming the damaged file), its partial state said;
+    its views set to MoE layer ``layer`` (exit 2 when the run has no such layer)."""
     from moesim.results import NotResultsError, load_results
 
     try:
         data = load_results(results_dir)
     except NotResultsError as error:
         raise fail(str(error)) from None
+    if layer is not None:
+        from moesim.cli.common import check_layer_option
+
+        check_layer_option(layer, data.layer_numbers)
+        data.layer = layer
     note = data.partial_note()
     if note is not None:
         errors.print(f"[yellow]note:[/] {escape(str(data.path))} is {escape(note)}",
@@ -55,9 +61,10 @@ def plot_command(
         list[str] | None,
         typer.Option("--only", help="Draw only this figure (repeatable), e.g. --only max_vio."),
     ] = None,
+    layer: LayerOption = None,
 ) -> None:
     """Draw the figures of a results folder into RESULTS_DIR/figures/."""
-    _read_or_exit(results_dir)  # first: a damaged folder is refused before matplotlib loads
+    data = read_or_exit(results_dir, layer)  # first: a damaged folder is refused before matplotlib
     from moesim.figures import FIGURES, FORMATS, write_figures
     from moesim.results import NotResultsError
 
@@ -69,7 +76,7 @@ def plot_command(
     if unknown:
         raise fail(f"unknown figure {', '.join(unknown)}; choose from {', '.join(FIGURES)}")
     try:
-        written = write_figures(results_dir, formats=formats, only=only, on_skip=_skipped)
+        written = write_figures(data, formats=formats, only=only, on_skip=_skipped)
     except NotResultsError as error:
         raise fail(str(error)) from None
     except OSError as error:
@@ -84,9 +91,10 @@ def plot_command(
 
 def report_command(
     results_dir: Annotated[Path, typer.Argument(help="Results folder of `moesim run` or `sweep`.")],
+    layer: LayerOption = None,
 ) -> None:
     """Write a self-contained report.html and a report.md for a results folder."""
-    data = _read_or_exit(results_dir)  # first: a damaged folder is refused before matplotlib
+    data = read_or_exit(results_dir, layer)  # first: a damaged folder is refused before matplotlib
     from moesim.report import write_report
 
     try:

@@ -14,13 +14,18 @@ from rich.table import Table
 from moesim.cli.common import (
     EXIT_INVALID,
     EXIT_REFUSED,
+    LayerOption,
     SetOption,
     cannot_write,
+    check_layer_option,
     console,
     errors,
     fail,
     load_or_exit,
+    moe_layers_of,
     stop_on_interrupt,
+    summaries_of_layer,
+    table_title,
 )
 from moesim.results.metrics import format_metric
 
@@ -55,12 +60,22 @@ DEPLOYMENT_COLUMNS = (
     ("step_time_ms", "step\nms", 3),
 )
 MAKE_WAY_FOR_DEPLOYMENT = ("mean_max_vio_batch", "final_max_vio_batch", "cv")
+#: Columns of a run with several MoE layers, after MaxVio_global (then the mean over layers).
+WORST_LAYER_COLUMNS = (
+    ("max_vio_global_max", "MaxVio\nworst", None),
+    ("worst_layer", "worst\nlayer", None),
+)
+#: The first column: a variant's name, or a layer's number in a table of one variant's layers.
+ROW_NAME = {"variant": "variant", "layer": "layer"}
 
 
-def summary_table(title: str, summaries: list[dict]) -> Table:
+def summary_table(title: str, summaries: list[dict], rows: str = "variant") -> Table:
     """One row per variant: balance, drops (when a capacity is set), convergence, verdict.
 
-    ``title`` and the variant names are shown as given (escaped, not read as rich markup).
+    With several MoE layers the values are means over the layers, and the worst layer and its
+    MaxVio_global follow MaxVio_global. ``rows="layer"`` names the rows by their ``layer``
+    (one variant's layers). ``title`` and the variant names are shown as given (escaped, not
+    read as rich markup).
     """
     table = Table(
         title=escape(title),
@@ -75,8 +90,10 @@ def summary_table(title: str, summaries: list[dict]) -> Table:
     if any(_measured(s.get("gpu_imbalance")) for s in summaries):
         columns = [c for c in columns if c[0] not in MAKE_WAY_FOR_DEPLOYMENT]
         columns[1:1] = DEPLOYMENT_COLUMNS
+    if any("layers" in s for s in summaries):
+        columns[1:1] = WORST_LAYER_COLUMNS
     # On a narrow terminal long variant names fold; the numbers and the verdict never do.
-    table.add_column("variant", overflow="fold")
+    table.add_column(ROW_NAME[rows], overflow="fold")
     for _, header, _ in columns:
         table.add_column(header, justify="right", min_width=max(map(len, header.split("\n"))))
     table.add_column("verdict", no_wrap=True)
@@ -84,7 +101,7 @@ def summary_table(title: str, summaries: list[dict]) -> Table:
         style = VERDICT_STYLE.get(s["verdict"], "")
         partial = " [dim](partial)[/]" if s.get("partial") else ""
         table.add_row(
-            escape(str(s["variant"])) + partial,
+            escape(str(s[rows])) + partial,
             *(format_metric(n, s.get(n), digits, scientific=False) for n, _, digits in columns),
             f"[{style}]{s['verdict']}[/]" if style else s["verdict"],
         )
@@ -130,6 +147,7 @@ def run(
     force: Annotated[bool, typer.Option("--force", help="Overwrite existing results.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     plot: Annotated[bool, typer.Option("--plot", help="Also write figures/ at the end.")] = False,
+    layer: LayerOption = None,
 ) -> None:
     """Run a scenario (every variant), print the summary table and save the results."""
     from moesim.engine import run_scenario
@@ -138,6 +156,8 @@ def run(
 
     chosen = output_option(output)
     resolved = load_or_exit(scenario, set_, steps, seed)
+    if layer is not None:
+        check_layer_option(layer, moe_layers_of(resolved))
     target = chosen if chosen is not None else default_output_dir(resolved)
     try:
         with stop_on_interrupt() as stop_requested:
@@ -156,7 +176,9 @@ def run(
         raise fail(cannot_write(target, error), EXIT_REFUSED) from None
     except TraceError as error:
         raise fail(str(error)) from None
-    console.print(summary_table(f"moesim: {resolved.name}", [v.summary for v in result.variants]))
+    summaries = [v.summary for v in result.variants]
+    console.print(summary_table(table_title(resolved.name, summaries, layer),
+                                summaries_of_layer(summaries, layer)))  # fmt: skip
     if plot and result.variants:
         from moesim.cli.figures import plot_after_run
 

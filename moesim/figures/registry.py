@@ -21,6 +21,7 @@ from moesim.figures.deployment import (
     step_time_breakdown,
     sweep_deployment,
 )
+from moesim.figures.layers import layer_expert_loads, max_vio_by_layer
 from moesim.figures.run import (
     bias_trajectories,
     drop_rate_over_steps,
@@ -43,6 +44,9 @@ class FigureSpec(NamedTuple):
     function: Callable[[ResultsData], Figure]
     caption: str
     stem: Callable[[ResultsData], str] | None = None
+    #: Whether the figure is meant for this folder at all (else neither drawn nor listed as
+    #: skipped): the layer figures for runs with several MoE layers.
+    applies: Callable[[ResultsData], bool] | None = None
 
 
 @dataclass
@@ -66,6 +70,20 @@ FIGURES: dict[str, FigureSpec] = {
         "MaxVio_batch (most loaded expert over the mean, minus 1) at each recorded step, log "
         "scale; the legend gives MaxVio_global over the final window, the dashed line the level "
         "that uniform random routing would show.",
+    ),
+    "layer_loads": FigureSpec(
+        layer_expert_loads,
+        "Final-window load of every expert (columns, by number) in every MoE layer (rows); "
+        "colour is load over the fair share T·K/E on a log scale, white = balanced; an expert "
+        "hot in several layers shows as a vertical streak.",
+        applies=lambda data: data.is_multi_layer and data.layer is None,
+    ),
+    "max_vio_layers": FigureSpec(
+        max_vio_by_layer,
+        "MaxVio_batch of every MoE layer (rows) at each recorded step (log colour): which "
+        "layers balance, when, and which stay behind; the mean over layers is the max_vio "
+        "figure.",
+        applies=lambda data: data.is_multi_layer and data.layer is None,
     ),
     "bias": FigureSpec(
         bias_trajectories,
@@ -165,12 +183,16 @@ def render_figures(
     with style():
         for name in names:
             spec = FIGURES[name]
+            if spec.applies is not None and not (only and name in only) and not spec.applies(data):
+                continue
             try:
                 figure = spec.function(data)
             except FigureSkipped as reason:
                 skipped[name] = str(reason)
                 continue
             stem = spec.stem(data) if spec.stem else name
+            if data.layer is not None:  # one layer's figures beside the mean's
+                stem += f"_layer{data.layer}"
             plots.append(Plot(stem, figure, spec.caption))
     return plots, skipped
 
@@ -197,7 +219,7 @@ def _check_formats(formats: list[str]) -> None:
 
 
 def write_figures(
-    results_dir: Path,
+    results_dir: Path | ResultsData,
     formats: Iterable[str] = ("png",),
     only: Iterable[str] | None = None,
     *,
@@ -225,7 +247,7 @@ def write_figures(
     """
     formats = list(dict.fromkeys(formats)) or ["png"]
     _check_formats(formats)
-    data = load_results(results_dir)
+    data = results_dir if isinstance(results_dir, ResultsData) else load_results(results_dir)
     plots, skipped = render_figures(data, only)
     if on_skip is not None:
         for name, reason in skipped.items():

@@ -95,8 +95,14 @@ def new_figure(height: float, width: float = WIDTH) -> Figure:
     return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
 
 
-def set_title(fig: Figure, data: ResultsData, what: str) -> None:
-    """The figure's title: the scenario's name and what the figure shows."""
+def set_title(fig: Figure, data: ResultsData, what: str, *, per_layer: bool = False) -> None:
+    """The figure's title: the scenario's name and what the figure shows; for a run with
+    several MoE layers, the layer shown or that it is the mean over layers (unless the figure
+    shows every layer: ``per_layer``)."""
+    if data.layer is not None and not per_layer:
+        what += f", layer {data.layer}"
+    elif not per_layer and data.summary is not None and data.is_multi_layer:
+        what += f", mean over {len(data.layer_numbers)} layers"
     fig.suptitle(f"{data.scenario}: {what}")
 
 

@@ -178,11 +178,11 @@ def summary_of_layer(summary: dict, layer: int) -> dict:
             return entry
     raise KeyError(
         f"no layer {layer}; {summary.get('variant', 'the run')} has layers "
-        f"{_ranges(layer_numbers(summary))}"
+        f"{layer_ranges(layer_numbers(summary))}"
     )
 
 
-def _ranges(numbers: list[int]) -> str:
+def layer_ranges(numbers: list[int]) -> str:
     """``[0, 1, 2, 5]`` -> ``'0-2, 5'``."""
     parts, start = [], None
     for i, number in enumerate(numbers):

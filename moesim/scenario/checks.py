@@ -19,6 +19,7 @@ from moesim.results.metrics import metric_problem
 from moesim.scenario import memory
 from moesim.scenario.deployment_checks import check_deployment
 from moesim.scenario.grid import SweepError, check_size
+from moesim.scenario.layer_checks import check_by_layer
 from moesim.scenario.schema import (
     SHAZEER_KINDS,
     AuxConfig,
@@ -504,7 +505,15 @@ def cross_problems(scenario: Scenario, source: Source, prefix=()) -> list[Proble
     _check_aux_needs_learning(scenario, report)
     _check_verdict_bars(scenario.metrics, report)
     check_deployment(scenario, report.add)
+    check_by_layer(scenario, report, _validation_problems, _check_layer)
     return report.problems
+
+
+def _check_layer(layer: Scenario, report: _Report) -> None:
+    """The cross-field rules of the sections a ``by_layer`` entry may change, on one layer."""
+    _check_router(layer.router, report)
+    _check_aux_losses(layer.balance.aux, report)
+    _check_aux_needs_learning(layer, report)
 
 
 def _in_file_order(problems: list[Problem]) -> list[Problem]:

@@ -20,7 +20,12 @@ from moesim.scenario.schema.balance import (
 )
 from moesim.scenario.schema.base import NAME_PATTERN, _Section
 from moesim.scenario.schema.deployment import DeploymentConfig
-from moesim.scenario.schema.layers import MAX_LAYERS, TokenPathsConfig
+from moesim.scenario.schema.layers import (
+    LAYER_SECTIONS,
+    MAX_LAYERS,
+    LayerSettings,
+    TokenPathsConfig,
+)
 from moesim.scenario.schema.learning import LearningConfig
 from moesim.scenario.schema.output import MetricsConfig, OutputConfig, PublishedPoint, SweepConfig
 from moesim.scenario.schema.router import RouterConfig
@@ -33,6 +38,8 @@ __all__ = [
     "CapacityConfig",
     "DeploymentConfig",
     "DriftConfig",
+    "LAYER_SECTIONS",
+    "LayerSettings",
     "LearningConfig",
     "MAX_LAYERS",
     "MetricsConfig",
@@ -88,6 +95,11 @@ class Scenario(_Section):
         default_factory=DeploymentConfig, description="Expert-parallel deployment (default off)."
     )
     sweep: SweepConfig = Field(default_factory=SweepConfig, description="Parameter sweep.")
+    by_layer: list[LayerSettings] = Field(
+        default_factory=list,
+        description="Settings that differ by layer (docs/model.md §1.1): dense layers, and "
+        "partial router, balance, capacity and learning sections for chosen layers.",
+    )
     variants: list[Variant] = Field(
         default_factory=list, description="Named partial overrides, run on the same tokens."
     )

@@ -1,0 +1,70 @@
+"""Section 6, many MoE layers: steps/s against the number of layers L, and a DeepSeek-V3-shaped
+step (61 layers, the first three dense: 58 MoE layers of 256 experts, top-8, T=4096).
+
+Every layer routes, balances and counts on its own, and the token paths carry a step's tokens
+from layer to layer, so a step should cost about one token batch plus L times one layer: the
+seconds per step against L are fitted with a line, whose slope is the cost of a layer.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from moesim.bench.common import step_scenario
+from moesim.bench.step import time_steps
+
+#: DeepSeek-V3: 61 layers, the first 3 dense (first_k_dense_replace), 58 MoE.
+DEEPSEEK_V3_LAYERS = 61
+DEEPSEEK_V3_DENSE = 3
+
+
+def layered_scenario(tokens_per_step: int, layers: int, *, dense: int = 0, steps: int) -> dict:
+    """:func:`~moesim.bench.common.step_scenario` with ``layers`` layers, the first ``dense``
+    of them dense, one record at the end."""
+    scenario = step_scenario(tokens_per_step=tokens_per_step, steps=steps, record_every=steps)
+    scenario["layers"] = layers
+    if dense:
+        scenario["by_layer"] = [{"layers": f"0-{dense - 1}", "dense": True}]
+    return scenario
+
+
+def bench_layers(
+    n_tokens: int,
+    layer_counts: list[int],
+    *,
+    steps: int,
+    repeats: int,
+    deepseek_tokens: int,
+    deepseek_layers: int = DEEPSEEK_V3_LAYERS,
+    deepseek_dense: int = DEEPSEEK_V3_DENSE,
+    deepseek_steps: int = 2,
+) -> dict:
+    """Seconds per step for each L of ``layer_counts`` (T = ``n_tokens``), the line through
+    them, and a step of the DeepSeek-V3 shape (``deepseek_layers`` layers, ``deepseek_dense``
+    dense, T = ``deepseek_tokens``)."""
+    rows = []
+    for layers in layer_counts:
+        timing = time_steps(layered_scenario(n_tokens, layers, steps=steps), repeats=repeats)
+        rows.append({"layers": layers, "step": timing, "steps_per_second": 1 / timing["median"]})
+    seconds = np.array([row["step"]["median"] for row in rows])
+    counts = np.array(layer_counts, dtype=float)
+    slope, intercept = np.polyfit(counts, seconds, 1) if len(rows) > 1 else (np.nan, np.nan)
+    fitted = intercept + slope * counts
+    deepseek = layered_scenario(
+        deepseek_tokens, deepseek_layers, dense=deepseek_dense, steps=deepseek_steps
+    )
+    timing = time_steps(deepseek, repeats=1)
+    return {
+        "tokens": n_tokens,
+        "rows": rows,
+        "seconds_per_layer": float(slope),
+        "seconds_fixed": float(intercept),
+        "largest_misfit": float(np.max(np.abs(seconds / fitted - 1))) if len(rows) > 1 else None,
+        "deepseek": {
+            "tokens": deepseek_tokens,
+            "layers": deepseek_layers,
+            "moe_layers": deepseek_layers - deepseek_dense,
+            "step": timing,
+            "steps_per_second": 1 / timing["median"],
+        },
+    }
