@@ -100,8 +100,10 @@ def test_tiny_suite_end_to_end(tmp_path):
     )
     assert saved["startup"]["warm"]["median"] > 0
     assert saved["memory"]["peak_rss_mb"] > 0 and saved["memory"]["extrapolated"]
+    assert [row["layers"] for row in saved["layers"]["rows"]] == [1, 2]
+    assert saved["layers"]["deepseek"]["moe_layers"] == 58  # the real layer count, at small T
     statuses = {g["goal"]: g["status"] for g in saved["goals"]}
-    assert len(statuses) == 10 and set(statuses.values()) <= {"PASS", "MISS", "SKIP", "BUSY"}
+    assert len(statuses) == 11 and set(statuses.values()) <= {"PASS", "MISS", "SKIP", "BUSY"}
     fight = saved["routing"]["after_matmul"]
     assert fight["after_numpy"]["median"] > 0 and fight["after_moesim"]["median"] > 0
     assert saved["routing"]["rows"][0]["float32_twin_agreement"] >= 0.9999

@@ -45,7 +45,14 @@ def evaluate_goals(results: dict) -> list[dict]:
     or MISS. Sections that did not run add no goals.
     """
     goals = GoalList(results.get("meta", {}).get("busy_elsewhere", {}))
-    for add_goals in (routing_goals, step_goals, startup_goals, scaling_goals, memory_goals):
+    for add_goals in (
+        routing_goals,
+        step_goals,
+        startup_goals,
+        scaling_goals,
+        memory_goals,
+        layers_goals,
+    ):
         add_goals(results, goals)
     return goals.rows
 
@@ -200,3 +207,19 @@ def memory_goals(results: dict, goals: GoalList) -> None:
         peak = memory["peak_rss_mb"]
         note = "extrapolated" if memory["extrapolated"] else None
         goals.add("peak RSS, 1M-step run", peak, "<= 1024", peak <= 1024, "MB", note)
+
+
+def layers_goals(results: dict, goals: GoalList) -> None:
+    """A step's time linear in the number of MoE layers: every L within 25% of the fitted line."""
+    layers = results.get("layers")
+    if not layers or layers.get("largest_misfit") is None:
+        return
+    misfit = layers["largest_misfit"]
+    goals.add(
+        "step time linear in layers (largest misfit)",
+        misfit * 100,
+        "<= 25",
+        misfit <= 0.25,
+        "%",
+        section="layers",
+    )

@@ -21,6 +21,7 @@ def render(results: dict, console) -> None:
         "scaling": render_scaling,
         "startup": render_startup,
         "memory": render_memory,
+        "layers": render_layers,
     }
     for name, render_section in sections.items():
         if results.get(name):
@@ -168,6 +169,32 @@ def render_memory(memory: dict, console) -> None:
         f"{measured['seconds']:,.1f} s)",
         highlight=False,
     )
+
+
+def render_layers(layers: dict, console) -> None:
+    """Section 6: seconds per step and steps/s against the number of MoE layers."""
+    table = _table(
+        f"Many MoE layers, T={layers['tokens']:,}, E=256, top-8 — ms per step",
+        "MoE layers",
+        "time",
+        "steps/s",
+    )
+    for row in layers["rows"]:
+        table.add_row(str(row["layers"]), _ms(row["step"]), f"{row['steps_per_second']:,.2f}")
+    deepseek = layers["deepseek"]
+    table.add_row(
+        f"{deepseek['moe_layers']} (DeepSeek-V3, T={deepseek['tokens']:,})",
+        _ms(deepseek["step"]),
+        f"{deepseek['steps_per_second']:,.2f}",
+    )
+    console.print(table)
+    if layers["rows"] and len(layers["rows"]) > 1:
+        console.print(
+            f"a layer costs {layers['seconds_per_layer'] * 1e3:.2f} ms, the rest of a step "
+            f"{layers['seconds_fixed'] * 1e3:.2f} ms; largest distance from that line "
+            f"{layers['largest_misfit']:.0%}",
+            highlight=False,
+        )
 
 
 def render_goals(goals: list[dict], console) -> None:

@@ -16,6 +16,7 @@ from moesim.bench.common import (
     write_json,
 )
 from moesim.bench.goals import evaluate_goals
+from moesim.bench.layers import bench_layers
 from moesim.bench.memory import bench_memory
 from moesim.bench.routing import bench_routing
 from moesim.bench.scaling import bench_scaling
@@ -39,6 +40,11 @@ MODES = {
         startup_cold=True,
         startup_repeats=3,
         memory_steps=100_000,
+        layers_tokens=4096,
+        layer_counts=[1, 2, 4, 8, 16],
+        layers_steps=5,
+        layers_repeats=3,
+        deepseek_tokens=4096,
     ),
     "quick": dict(
         routing_tokens=[1024, 4096],
@@ -54,6 +60,11 @@ MODES = {
         startup_cold=False,
         startup_repeats=1,
         memory_steps=20_000,
+        layers_tokens=4096,
+        layer_counts=[1, 2, 4],
+        layers_steps=3,
+        layers_repeats=1,
+        deepseek_tokens=1024,
     ),
     "tiny": dict(
         routing_tokens=[256],
@@ -71,10 +82,15 @@ MODES = {
         startup_warmup=0,
         startup_tokens=256,
         memory_steps=300,
+        layers_tokens=128,
+        layer_counts=[1, 2],
+        layers_steps=2,
+        layers_repeats=1,
+        deepseek_tokens=128,
     ),
 }
 #: The sections, in the order they run.
-SECTIONS = ("routing", "step", "scaling", "startup", "memory")
+SECTIONS = ("routing", "step", "scaling", "startup", "memory", "layers")
 
 
 def run_suite(
@@ -169,6 +185,16 @@ def section_runners(sizes: dict, threads: int) -> dict:
         "memory": (
             f"memory of a {sizes['memory_steps']:,}-step run ...",
             lambda: bench_memory(sizes["memory_steps"]),
+        ),
+        "layers": (
+            "steps/s against the number of MoE layers, and a 58-layer DeepSeek-V3 step ...",
+            lambda: bench_layers(
+                sizes["layers_tokens"],
+                sizes["layer_counts"],
+                steps=sizes["layers_steps"],
+                repeats=sizes["layers_repeats"],
+                deepseek_tokens=sizes["deepseek_tokens"],
+            ),
         ),
     }
 

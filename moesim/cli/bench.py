@@ -26,8 +26,8 @@ def bench_command(
     ] = 2,
     sections: Annotated[
         str,
-        typer.Option(help="Comma-separated subset of routing,step,scaling,startup,memory."),
-    ] = "routing,step,scaling,startup,memory",
+        typer.Option(help="Comma-separated subset of routing,step,scaling,startup,memory,layers."),
+    ] = "routing,step,scaling,startup,memory,layers",
     memory_steps: Annotated[
         int | None,
         typer.Option(min=1, help="Steps of the memory run (1000000 measures the goal itself)."),
@@ -36,7 +36,7 @@ def bench_command(
         Path, typer.Option("--output", "-o", help="JSON file for the results.")
     ] = Path("benchmarks/results/latest.json"),
 ) -> None:
-    """Benchmark routing, the full step, scaling, start-up and memory; PASS/MISS per goal.
+    """Benchmark routing, the full step, scaling, start-up, memory and many layers; PASS/MISS.
 
     OpenBLAS fixes its threads when NumPy is imported, so the BLAS baseline uses the default
     here; ``make bench`` (benchmarks/run.py) sets it to --threads first.
