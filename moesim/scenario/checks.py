@@ -512,6 +512,7 @@ def cross_problems(scenario: Scenario, source: Source, prefix=()) -> list[Proble
 def _check_layer(layer: Scenario, report: _Report) -> None:
     """The cross-field rules of the sections a ``by_layer`` entry may change, on one layer."""
     _check_router(layer.router, report)
+    _check_noisy_top_k(layer, report)
     _check_aux_losses(layer.balance.aux, report)
     _check_aux_needs_learning(layer, report)
 
