@@ -76,6 +76,7 @@ def test_the_summary_is_the_mean_over_layers_with_the_worst_layer_and_percentile
     assert summary["max_vio_global_p90"] == pytest.approx(np.percentile(values, 90))
     assert summary["worst_layer"] == int(np.argmax(values))
     assert summary["layers"] == 3 and summary["steps"] == 12
+    assert "seconds" in summary and "seconds" not in layers[0]  # timing is the run's
     spread = summary["over_layers"]["entropy"]
     entropies = [layer["entropy"] for layer in layers]
     assert spread["worst_layer"] == int(np.argmin(entropies))  # lower entropy is worse

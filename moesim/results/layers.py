@@ -35,6 +35,8 @@ LAYER = LAYER_COLUMN
 #: Summary keys of a many-layer run: every layer's summary, and each metric over the layers.
 PER_LAYER = "per_layer"
 OVER_LAYERS = "over_layers"
+#: The run's timing: in the model's summary, not in its layers'.
+TIMING_KEYS = ("seconds", "steps_per_second")
 #: Summary values every layer of a run shares (taken from the first, not averaged).
 SHARED_KEYS = ("steps", "steps_done", "final_window_steps", "balance_threshold",
                "balance_window", "seconds", "steps_per_second")  # fmt: skip
@@ -153,7 +155,11 @@ def model_summary(summaries: list[dict], co_routing: dict | None = None) -> dict
         for key in METRICS
         if key in first and key not in SHARED_KEYS
     }
-    model[PER_LAYER] = summaries
+    # A layer has no time of its own: the run's timing is the model's, above.
+    model[PER_LAYER] = [
+        {key: value for key, value in summary.items() if key not in TIMING_KEYS}
+        for summary in summaries
+    ]
     return model
 
 
