@@ -118,6 +118,7 @@ def selection_reference(
     n_groups: int = 1,
     topk_groups: int = 1,
     group_score_topk: int | None = None,
+    bias_mode: str = "additive",
 ):
     """Scores, selection scores and the group mask, step by step.
 
@@ -126,13 +127,19 @@ def selection_reference(
     scores : ndarray, shape [T, E], dtype of ``logits``
         ``S`` (the logits themselves for ``softmax_after_topk``).
     selection : ndarray, shape [T, E], dtype of ``logits``
-        ``S' = S + b`` with the experts of dropped groups set to ``-inf``.
+        ``S' = S + b`` (``S * b`` for ``bias_mode="multiplicative"``) with the experts of
+        dropped groups set to ``-inf``.
     group_scores : ndarray, shape [T, G], float64, or None when ``n_groups == 1``
         The score of every group (before masking).
     """
     dtype = logits.dtype
     scores = scores_reference(logits, score)
-    selection = scores.copy() if bias is None else scores + bias.astype(dtype)
+    if bias is None:
+        selection = scores.copy()
+    elif bias_mode == "multiplicative":
+        selection = scores * bias.astype(dtype)
+    else:
+        selection = scores + bias.astype(dtype)
     if n_groups == 1:
         return scores, selection, None
     if group_score_topk is None:
@@ -160,6 +167,7 @@ def route_reference(
     group_score_topk: int | None = None,
     normalize: bool | None = None,
     route_scale: float = 1.0,
+    bias_mode: str = "additive",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-K routing with optional bias and group-limited selection (reference of ``route``).
 
@@ -182,6 +190,8 @@ def route_reference(
         Divide the weights by their sum (+ ``NORMALIZE_EPS``); None means True for sigmoid only.
     route_scale : float
         Factor applied to the weights last.
+    bias_mode : {"additive", "multiplicative"}
+        Selection by ``S + b`` or by ``S * b`` (Loss-Free Table 4).
 
     Returns
     -------
@@ -199,6 +209,7 @@ def route_reference(
         n_groups=n_groups,
         topk_groups=topk_groups,
         group_score_topk=group_score_topk,
+        bias_mode=bias_mode,
     )
     n_tokens = logits.shape[0]
     indices = np.zeros((n_tokens, top_k), dtype=np.int64)

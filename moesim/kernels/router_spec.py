@@ -29,6 +29,8 @@ SCORE_CODES = {
     "softmax": SCORE_SOFTMAX,
     "softmax_after_topk": SCORE_SOFTMAX_AFTER_TOPK,
 }
+#: How the expert bias enters selection: ``S + b`` (DeepSeek-V3) or ``S * b`` (Loss-Free Table 4).
+BIAS_MODES = ("additive", "multiplicative")
 
 
 class RouterSpec(NamedTuple):
@@ -44,6 +46,7 @@ class RouterSpec(NamedTuple):
     #: sigmoid scores of float32 logits computed in float32 (token stream version 2 on, and
     #: ``moesim.route``), not in float64 and rounded (stream version 1); docs/model.md §2.
     float32_scores: bool = False
+    multiplicative_bias: bool = False
 
 
 def _check_logits(logits) -> np.ndarray:
@@ -80,6 +83,7 @@ def resolve_router_spec(
     group_score_topk: int | None = None,
     normalize: bool | None = None,
     route_scale: float = 1.0,
+    bias_mode: str = "additive",
     has_bias: bool = False,
 ) -> RouterSpec:
     """Check routing options against ``n_experts`` and fill in the DeepSeek defaults.
@@ -93,7 +97,7 @@ def resolve_router_spec(
     ----------
     n_experts : int
         E, the number of experts the options are checked against.
-    top_k, score, n_groups, topk_groups, group_score_topk, normalize, route_scale
+    top_k, score, n_groups, topk_groups, group_score_topk, normalize, route_scale, bias_mode
         As for :func:`moesim.route`.
     has_bias : bool
         Whether selection adds an expert bias (DeepSeek-V3's default ``group_score_topk``
@@ -123,6 +127,12 @@ def resolve_router_spec(
     elif not isinstance(normalize, (bool, np.bool_)):
         raise ValueError(f"normalize is {normalize!r}; it must be True, False or None")
     route_scale = check_real("route_scale", route_scale, positive=True)
+    bias_mode = check_choice("bias_mode", bias_mode, BIAS_MODES)
+    if bias_mode == "multiplicative" and score == "softmax_after_topk":
+        raise ValueError(
+            "bias_mode 'multiplicative' needs positive scores (sigmoid or softmax): "
+            "softmax_after_topk selects on raw logits, which a factor b cannot rank"
+        )
     return RouterSpec(
         top_k,
         SCORE_CODES[score],
@@ -131,6 +141,7 @@ def resolve_router_spec(
         group_score_topk,
         bool(normalize),
         route_scale,
+        multiplicative_bias=bias_mode == "multiplicative",
     )
 
 

@@ -389,7 +389,10 @@ def _route_row(logit_row, bias, has_bias, spec, scratch, out_indices, out_weight
             logit_row, spec.score_code, scratch.scores, scratch.exp_work, scratch.exponent_bits
         )
     selection = scratch.selection
-    if has_bias:
+    if has_bias and spec.multiplicative_bias:
+        for e in range(selection.shape[0]):
+            selection[e] = scratch.scores[e] * bias[e]
+    elif has_bias:
         for e in range(selection.shape[0]):
             selection[e] = scratch.scores[e] + bias[e]
     else:
@@ -453,6 +456,7 @@ def route(
     group_score_topk: int | None = None,
     normalize: bool | None = None,
     route_scale: float = 1.0,
+    bias_mode: str = "additive",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Route tokens to experts (docs/model.md §2; DeepSeek-V3 ``Gate`` / Megatron-Core semantics).
 
@@ -475,11 +479,14 @@ def route(
         Normalise the selected weights to sum to one; default true for sigmoid only.
     route_scale : float
         Multiplier of the final weights (DeepSeek-V3: 2.5).
+    bias_mode : {"additive", "multiplicative"}
+        Selection by ``S + b`` (DeepSeek-V3) or by ``S * b`` (Loss-Free Table 4; the bias then
+        starts at 1; needs sigmoid or softmax scores).
 
     Returns
     -------
     indices : ndarray, shape (T, K), int64
-        Chosen experts, by descending selection score ``S + b`` (ties: lower expert id).
+        Chosen experts, by descending selection score ``S + b`` (or ``S * b``; ties: lower id).
     weights : ndarray, shape (T, K), dtype of ``logits``
         Gate weights of the chosen experts.
     """
@@ -493,6 +500,7 @@ def route(
         group_score_topk=group_score_topk,
         normalize=normalize,
         route_scale=route_scale,
+        bias_mode=bias_mode,
     )
     n_tokens, n_experts = logits.shape
     indices = np.empty((n_tokens, spec.top_k), dtype=np.int64)
