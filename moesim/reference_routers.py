@@ -91,3 +91,9 @@ def sinkhorn_route_reference(logits: np.ndarray, top_k: int):
 def expert_sets_changed_reference(sets_a: list, sets_b: list) -> float:
     """Share of tokens whose set of experts differs between two routings (lists of sets)."""
     return float(np.mean([set(a) != set(b) for a, b in zip(sets_a, sets_b, strict=True)]))
+
+
+def experts_per_token_histogram_reference(keep: np.ndarray, bins: int = 4) -> np.ndarray:
+    """Tokens with 0, 1, ..., and ``bins - 1`` or more kept experts: (bins,) int64."""
+    per_token = np.minimum(keep.sum(axis=1), bins - 1)
+    return np.bincount(per_token, minlength=bins).astype(np.int64)

@@ -312,6 +312,7 @@ def test_every_run_figure_is_an_image_with_data(run_dir):
         "sweep_chosen_metric",
         "sweep_metrics",
         "sweep_deployment",
+        "experts_per_token",
         *DEPLOYMENT_FIGURES,
     }
     sizes = _expected_sizes(run_dir)

@@ -108,9 +108,21 @@ def run_short(
     return result_hashes(folder, without)
 
 
+#: Metrics added with the routing algorithms (issue 13), after the hashes were recorded: left out
+#: so that every earlier result is still compared bit for bit.
+ROUTER_METRICS = (
+    "no_expert_share",
+    "one_expert_share",
+    "two_experts_share",
+    "more_experts_share",
+    "batch_dependence",
+    "sinkhorn_iterations",
+)
+
+
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=[path.stem for path in SCENARIOS])
 def test_results_unchanged(scenario: Path, tmp_path: Path):
-    hashes = run_short(scenario, tmp_path / scenario.stem)
+    hashes = run_short(scenario, tmp_path / scenario.stem, without=ROUTER_METRICS)
     if os.environ.get("MOESIM_UPDATE_HASHES"):
         recorded = json.loads(HASHES.read_text()) if HASHES.exists() else {}
         recorded[scenario.stem] = hashes
@@ -168,7 +180,9 @@ def test_the_stream_1_learning_scenarios_are_the_0_1_ones():
 def test_the_0_1_learning_model_reproduces_its_results(name: str, tmp_path: Path):
     scenario = Path(__file__).resolve().parent.parent / "scenarios" / f"{name}.yaml"
     # eval_loss and eval_regret came later: 0.1's files had no such columns.
-    hashes = run_short(scenario, tmp_path / name, LEARNING_0_1, ("eval_loss", "eval_regret"))
+    hashes = run_short(
+        scenario, tmp_path / name, LEARNING_0_1, ("eval_loss", "eval_regret", *ROUTER_METRICS)
+    )
     assert hashes == json.loads(HASHES_0_1.read_text())[name]
 
 

@@ -18,6 +18,7 @@ def render(results: dict, console) -> None:
     sections = {
         "routing": render_routing,
         "step": render_step,
+        "routers": render_routers,
         "scaling": render_scaling,
         "startup": render_startup,
         "memory": render_memory,
@@ -131,6 +132,42 @@ def render_step(step: dict, console) -> None:
     for name, timing in step["pieces"].items():
         table.add_row(f"  piece: {name}", _ms(timing), "")
     console.print(table)
+
+
+def render_routers(routers: dict, console) -> None:
+    """Section "routers": each new kernel against its twin, then the growth of expert choice and
+    Sinkhorn routing with T and E."""
+    size = f"T={routers['tokens']:,}, E={routers['experts']}, K={routers['top_k']}"
+    table = _table(
+        f"Routing algorithms beyond top-K, {size}, float32 — ms",
+        "kernel",
+        "moesim",
+        "NumPy twin",
+        "twin/moesim",
+        "agreement",
+    )
+    for row in routers["rows"]:
+        table.add_row(
+            row["kernel"],
+            _ms(row["moesim"]),
+            _ms(row["reference"]),
+            f"{row['reference']['median'] / row['moesim']['median']:,.1f}x",
+            f"{row['agreement']:.2%}",
+        )
+    console.print(table)
+    if routers["growth"]:
+        growth = _table("Whole-batch routers: cost per step — ms", "kernel", "T", "E", "moesim")
+        growth.add_column("iterations", justify="right")
+        for row in routers["growth"]:
+            iterations = row["iterations"]
+            growth.add_row(
+                row["kernel"],
+                f"{row['tokens']:,}",
+                str(row["experts"]),
+                _ms(row["moesim"]),
+                "-" if iterations is None else str(iterations),
+            )
+        console.print(growth)
 
 
 def render_scaling(scaling: dict, console) -> None:

@@ -18,6 +18,7 @@ from moesim.bench.common import (
 from moesim.bench.goals import evaluate_goals
 from moesim.bench.layers import bench_layers
 from moesim.bench.memory import bench_memory
+from moesim.bench.routers import bench_routers
 from moesim.bench.routing import bench_routing
 from moesim.bench.scaling import bench_scaling
 from moesim.bench.startup import bench_startup
@@ -27,6 +28,11 @@ from moesim.bench.step import bench_step
 #: ``tiny`` (the test suite's end-to-end check: seconds, numbers meaningless).
 MODES = {
     "full": dict(
+        routers_tokens=4096,
+        routers_experts=256,
+        routers_repeats=5,
+        routers_growth_tokens=[1024, 4096, 16384],
+        routers_growth_experts=[64, 256],
         routing_tokens=[1024, 4096, 16384],
         routing_repeats=15,
         reference_repeats=3,
@@ -47,6 +53,11 @@ MODES = {
         deepseek_tokens=4096,
     ),
     "quick": dict(
+        routers_tokens=4096,
+        routers_experts=256,
+        routers_repeats=3,
+        routers_growth_tokens=[1024, 4096],
+        routers_growth_experts=[64, 256],
         routing_tokens=[1024, 4096],
         routing_repeats=7,
         reference_repeats=2,
@@ -67,6 +78,11 @@ MODES = {
         deepseek_tokens=1024,
     ),
     "tiny": dict(
+        routers_tokens=256,
+        routers_experts=32,
+        routers_repeats=1,
+        routers_growth_tokens=[256],
+        routers_growth_experts=[16],
         routing_tokens=[256],
         routing_repeats=3,
         reference_repeats=1,
@@ -90,7 +106,7 @@ MODES = {
     ),
 }
 #: The sections, in the order they run.
-SECTIONS = ("routing", "step", "scaling", "startup", "memory", "layers")
+SECTIONS = ("routing", "step", "routers", "scaling", "startup", "memory", "layers")
 
 
 def run_suite(
@@ -164,6 +180,16 @@ def section_runners(sizes: dict, threads: int) -> dict:
             "full step vs BLAS ...",
             lambda: bench_step(
                 sizes["step_tokens"], steps=sizes["step_steps"], repeats=sizes["step_repeats"]
+            ),
+        ),
+        "routers": (
+            "routing algorithms beyond top-K: kernels vs NumPy twins, growth with T and E ...",
+            lambda: bench_routers(
+                sizes["routers_tokens"],
+                sizes["routers_experts"],
+                repeats=sizes["routers_repeats"],
+                growth_tokens=sizes["routers_growth_tokens"],
+                growth_experts=sizes["routers_growth_experts"],
             ),
         ),
         "scaling": (

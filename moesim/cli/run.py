@@ -48,6 +48,8 @@ SUMMARY_COLUMNS = (
     ("drop_rate", "dropped\nassign.", None),
     ("token_drop_rate", "dropped\ntokens", None),
     ("steps_to_balance", "balanced\nat step", None),
+    ("no_expert_share", "no\nexpert", 1),
+    ("batch_dependence", "batch\ndep.", 1),
 )
 #: Drop columns, shown only when some variant has a capacity.
 DROP_COLUMNS = ("drop_rate", "token_drop_rate")
@@ -67,6 +69,12 @@ WORST_LAYER_COLUMNS = (
 )
 #: The first column: a variant's name, or a layer's number in a table of one variant's layers.
 ROW_NAME = {"variant": "variant", "layer": "layer"}
+#: Columns of the whole-batch routers (expert choice, Sinkhorn), shown only when some variant
+#: measured its batch dependence. They take the place of the final per-batch MaxVio and of the
+#: drop columns (tokens with no expert include the fully dropped ones), so that the table still
+#: fits 80 columns.
+BATCH_ROUTER_COLUMNS = ("no_expert_share", "batch_dependence")
+BATCH_ROUTER_HIDES = ("final_max_vio_batch", *DROP_COLUMNS)
 
 
 def summary_table(title: str, summaries: list[dict], rows: str = "variant") -> Table:
@@ -86,7 +94,10 @@ def summary_table(title: str, summaries: list[dict], rows: str = "variant") -> T
         padding=0,  # the box already puts a space between columns: the table fits 80 columns
     )
     show_drops = any(s.get("capacity") is not None for s in summaries)
-    columns = [c for c in SUMMARY_COLUMNS if show_drops or c[0] not in DROP_COLUMNS]
+    show_batch = any(_measured(s.get("batch_dependence")) for s in summaries)
+    hidden = set() if show_drops else set(DROP_COLUMNS)
+    hidden |= set(BATCH_ROUTER_HIDES if show_batch else BATCH_ROUTER_COLUMNS)
+    columns = [c for c in SUMMARY_COLUMNS if c[0] not in hidden]
     if any(_measured(s.get("gpu_imbalance")) for s in summaries):
         columns = [c for c in columns if c[0] not in MAKE_WAY_FOR_DEPLOYMENT]
         columns[1:1] = DEPLOYMENT_COLUMNS

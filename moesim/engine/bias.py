@@ -31,7 +31,8 @@ class BiasBalancer:
     Attributes
     ----------
     bias : ndarray (E,) float32
-        The bias the router adds to its scores for selection; updated in place.
+        The bias the router adds to (``mode: additive``) or multiplies (``multiplicative``)
+        its scores by for selection; updated in place.
     enabled : bool
         ``balance.bias.enabled``: whether the router adds the bias at all.
     """
@@ -42,7 +43,9 @@ class BiasBalancer:
         self.steps = scenario.steps
         self.rule_code = RULE_CODES[self.config.rule]
         n_experts = scenario.router.experts
-        self.bias = np.zeros(n_experts, dtype=np.float32)
+        # An additive bias starts at 0, a multiplicative one at 1 (Loss-Free Table 4).
+        start = 1.0 if self.config.mode == "multiplicative" else 0.0
+        self.bias = np.full(n_experts, start, dtype=np.float32)
         self.window_counts = np.zeros(n_experts, dtype=np.int64)
 
     def update(self, step: int, routed) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from moesim.engine.algorithms import StepRouter
 from moesim.engine.bias import BiasBalancer
 from moesim.engine.deployment import DeploymentTracker, limited_router_spec
 from moesim.engine.learner import RouterLearner
@@ -22,7 +23,6 @@ from moesim.engine.router import (
 )
 from moesim.kernels.capacity import POLICY_CODES
 from moesim.kernels.routing import router_logits
-from moesim.kernels.step import run_routing_step
 
 
 def non_finite_state(logits: np.ndarray, bias: np.ndarray) -> str | None:
@@ -61,6 +61,8 @@ class MoELayer:
     ----------
     centroids : ndarray (E, d) float32
         The router's ``W``, updated in place by learning.
+    router : StepRouter
+        The input jitter and the routing algorithm (top-K, expert choice or Sinkhorn; §2).
     gate : NoisyGate or None
         Noisy top-K's ``W_noise`` and noise (docs/model.md §2.1); None for the other algorithms.
     balancer : BiasBalancer
@@ -82,6 +84,7 @@ class MoELayer:
         self.spec = spec = limited_router_spec(scenario.deployment, router_spec_for(scenario))
         self.capacity = capacity_for(scenario, spec)
         self.policy_code = POLICY_CODES[scenario.capacity.policy]
+        self.router = StepRouter(scenario, spec, self.capacity, self.policy_code, layer=number)
         self.centroids = initial_centroids(scenario.router, dim, init_seed)
         # Noisy top-K's W_noise and noise stream (§2.1), from a child of the centroids' seed.
         self.gate = noisy_gate_for(scenario, dim, init_seed.spawn(1)[0])
@@ -106,26 +109,26 @@ class MoELayer:
         recorder's ``diverged`` says what).
         """
         balancer, recorder, bias = self.balancer, self.recorder, self.balancer.bias
-        logits = router_logits(tokens, self.centroids)  # §2
+        router_input = self.router.router_input(tokens, step)  # §2.2: the input jitter
+        logits = router_logits(router_input, self.centroids)  # §2
         # §2.1: noisy top-K routes on H = logits + noise; everything else on the logits.
         routing_logits = (
-            logits if self.gate is None else self.gate.noisy_logits(tokens, logits, step)
+            logits if self.gate is None else self.gate.noisy_logits(router_input, logits, step)
         )
         diverged = non_finite_state(routing_logits, bias)
         if diverged is not None:
             # Overflowed state routes nowhere meaningful: stop, and say so in the verdict.
             recorder.diverge(step, diverged)
             return None
-        # §2, §3: scores + bias, groups, top-K, then the capacity and its drops.
-        routed = run_routing_step(
-            routing_logits, bias, balancer.enabled, self.spec, self.capacity, self.policy_code
-        )
+        # §2, §3: the algorithm (scores + bias, groups, top-K), then capacity and drops.
+        previous_tail = self.router.previous_tail
+        routed = self.router.route(routing_logits, bias, balancer.enabled)
         routed = self.deployment.limit_devices(routed)  # §10.5: device-level drops
         recorder.update(step, routed, clusters)  # §3, §6: loads, drops, balance
         balancer.update(step, routed)  # §4: the bias, in place
         recorder.track_bias(step, bias)
         learned = self.learner.step(  # §5
-            tokens,
+            router_input,
             logits,
             routed,
             self.centroids,
@@ -138,5 +141,9 @@ class MoELayer:
         self.deployment.observe(step, routed, self.moe_index)  # §10: dispatch, traffic, time
         if measure:
             learned = {**learned, **self.deployment.record(self.moe_index)}
+            learned["batch_dependence"] = self.router.batch_dependence(
+                routing_logits, routed, previous_tail
+            )
+            learned["sinkhorn_iterations"] = self.router.sinkhorn_iterations
             recorder.record(step, routed, routing_logits, bias, learned)  # §6: a history row
         return routed

@@ -20,7 +20,9 @@ import numpy as np
 from moesim._jit import n_chunks_for
 from moesim.engine.summary import bias_oscillation, summarize
 from moesim.kernels.metrics import (
+    EXPERT_COUNT_BINS,
     _assignment_counts,
+    _experts_per_token_histogram,
     _top_k_overlap,
     load_stats,
     max_vio_noise_floor,
@@ -205,6 +207,11 @@ class Recorder:
         self.final_window_steps = 0
         self.oscillation: float | None = None
         self.diverged: tuple[int, str] | None = None  # (step, what was not finite)
+        # Tokens with 0, 1, 2, >= 3 kept experts: in the record window and the final window.
+        self.window_expert_counts = np.zeros(EXPERT_COUNT_BINS, dtype=np.int64)
+        self.final_expert_counts = np.zeros(EXPERT_COUNT_BINS, dtype=np.int64)
+        # Expert choice gives tokens rows of unequal length: an unused slot is not a drop.
+        self.expert_choice = scenario.router.algorithm == "expert_choice"
         self.balance = TrailingBalance(self.steps, scenario.metrics, n_experts)
         self.bias_range = BiasRange(n_experts, self.final_start) if has_bias else None
         measure_fidelity = has_bias and scenario.metrics.fidelity
@@ -219,6 +226,9 @@ class Recorder:
         any_dropped, all_dropped = _assignment_counts(
             routed.indices, routed.keep, clusters, self.joint
         )
+        if self.expert_choice:
+            any_dropped = all_dropped  # a dropped token is one that no expert took
+        _experts_per_token_histogram(routed.keep, self.window_expert_counts)
         drops = np.array([demand.sum() - kept.sum(), any_dropped, all_dropped], dtype=np.int64)
         self.window_drops += drops
         self.run_drops += drops
@@ -232,6 +242,7 @@ class Recorder:
             self.final_drops += drops
             self.final_max_vio_sum += self.max_vio
             self.final_max_vio_steps += 1
+            _experts_per_token_histogram(routed.keep, self.final_expert_counts)
 
     def diverge(self, step: int, what: str) -> None:
         """Note that step ``step`` could not run: ``what`` is not finite (the run stops)."""
@@ -268,6 +279,7 @@ class Recorder:
                 else self.fidelity.measure(logits, bias, routed.indices)
             ),
             "specialization": specialization(self.joint) if self.n_clusters > 1 else np.nan,
+            "no_expert_share": self.window_expert_counts[0] / self.window_expert_counts.sum(),
         }
         for column, value in row.items():
             self.history[column][r] = value
@@ -278,6 +290,7 @@ class Recorder:
         self.window_demand[:] = 0
         self.window_kept[:] = 0
         self.window_drops[:] = 0
+        self.window_expert_counts[:] = 0
         self.joint[:] = 0
 
     def _balance_columns(self, routed) -> dict:

@@ -20,6 +20,9 @@ def router_spec_for(scenario) -> RouterSpec:
     """The routing options of ``scenario``, checked and with the DeepSeek defaults filled in;
     float32 scores from token stream version 2 on (the engine's logits are float32)."""
     router = scenario.router
+    normalize = router.normalize
+    if router.algorithm in ("expert_choice", "sinkhorn"):
+        normalize = False  # their gates are the scores themselves (docs/model.md §2.3-§2.4)
     spec = resolve_router_spec(
         router.experts,
         top_k=router.top_k,
@@ -27,8 +30,9 @@ def router_spec_for(scenario) -> RouterSpec:
         n_groups=router.groups,
         topk_groups=router.topk_groups,
         group_score_topk=router.group_score_topk,
-        normalize=router.normalize,
+        normalize=normalize,
         route_scale=router.route_scale,
+        bias_mode=scenario.balance.bias.mode,
         has_bias=scenario.balance.bias.enabled,
     )
     return spec._replace(float32_scores=scenario.tokens.stream_version >= 2)

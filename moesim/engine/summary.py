@@ -68,6 +68,9 @@ def summarize(scenario, recorder, *, name: str, partial: bool, seconds: float) -
         "quality_ratio": _late_mean(recorder.history["quality_ratio"]),
         "eval_loss": _late_mean(recorder.history["eval_loss"]),
         "eval_regret": _late_mean(recorder.history["eval_regret"]),
+        **_expert_count_shares(recorder.final_expert_counts),
+        "batch_dependence": _late_mean(recorder.history["batch_dependence"]),
+        "sinkhorn_iterations": _late_mean(recorder.history["sinkhorn_iterations"]),
         "final_window_steps": int(recorder.final_window_steps),
         "verdict": None,
         "verdict_reason": None,
@@ -87,6 +90,14 @@ def _late_mean(values: np.ndarray) -> float:
     """Mean of the last tenth (at least one) of the finite recorded values; NaN if none."""
     finite = values[np.isfinite(values)]
     return float(finite[-max(1, len(finite) // 10) :].mean()) if len(finite) else float("nan")
+
+
+def _expert_count_shares(counts: np.ndarray) -> dict:
+    """Shares of tokens with 0, 1, 2 and 3 or more kept experts, from their counts (4,)."""
+    total = counts.sum()
+    shares = counts / total if total else np.full(counts.shape, np.nan)
+    names = ("no_expert_share", "one_expert_share", "two_experts_share", "more_experts_share")
+    return {name: float(share) for name, share in zip(names, shares, strict=True)}
 
 
 def _balance_metrics(recorder, starved_fraction: float) -> dict:

@@ -22,6 +22,7 @@ from moesim.figures.deployment import (
     sweep_deployment,
 )
 from moesim.figures.layers import layer_expert_loads, max_vio_by_layer
+from moesim.figures.routers import experts_per_token
 from moesim.figures.run import (
     bias_trajectories,
     drop_rate_over_steps,
@@ -99,6 +100,12 @@ FIGURES: dict[str, FigureSpec] = {
         drop_rate_over_steps,
         "Share of token-to-expert assignments dropped at the capacity limit in each recorded "
         "window; the legend gives each variant's capacity and its run-average drop rate.",
+    ),
+    "experts_per_token": FigureSpec(
+        experts_per_token,
+        "Share of tokens that kept no expert, one, two or three and more over the final window "
+        "(expert choice gives a token any number); each label gives the batch dependence: the "
+        "share of tokens whose experts change when the rest of their batch is replaced.",
     ),
     "sweep_chosen_metric": FigureSpec(
         sweep_chosen_metric,

@@ -179,3 +179,19 @@ def max_vio_noise_floor(n_tokens: int, top_k: int, n_experts: int) -> float:
     if n_experts < 2 or p >= 1:
         return 0.0
     return math.sqrt(2 * math.log(n_experts)) * math.sqrt(n_tokens * p * (1 - p)) / mean
+
+
+#: Bins of :func:`_experts_per_token_histogram`: tokens with 0, 1, 2, and 3 or more experts.
+EXPERT_COUNT_BINS = 4
+
+
+@njit
+def _experts_per_token_histogram(keep, histogram):
+    """Add to ``histogram`` (4,) int64 the tokens of ``keep`` (T, M) with 0, 1, 2, >= 3 kept
+    experts (the last bin holds every count from 3 up)."""
+    last = histogram.shape[0] - 1
+    for t in range(keep.shape[0]):
+        kept = 0
+        for k in range(keep.shape[1]):
+            kept += keep[t, k]
+        histogram[min(kept, last)] += 1

@@ -45,10 +45,22 @@ def run_routing_step(
     n_tokens, n_experts = logits.shape
     indices = np.empty((n_tokens, spec.top_k), dtype=np.int64)
     weights = np.empty((n_tokens, spec.top_k), dtype=logits.dtype)
-    keep = np.empty((n_tokens, spec.top_k), dtype=np.bool_)
     chunk_counts = np.zeros((n_chunks_for(n_tokens), n_experts), dtype=np.int64)
     quiet_blas_threads()  # a BLAS call just before leaves OpenBLAS's threads spinning
     _route_chunks(logits, bias, has_bias, spec, indices, weights, chunk_counts)
+    return finish_routing_step(indices, weights, chunk_counts, capacity, policy_code)
+
+
+def finish_routing_step(
+    indices: np.ndarray,
+    weights: np.ndarray,
+    chunk_counts: np.ndarray,
+    capacity: int,
+    policy_code: int,
+) -> RoutingStep:
+    """The capacity pass and the loads of routed tokens: ``indices``, ``weights`` (T, K) and
+    their assignments per fixed chunk of tokens ``chunk_counts`` (chunks, E) (no checks)."""
+    keep = np.empty(indices.shape, dtype=np.bool_)
     demand = chunk_counts.sum(axis=0)
     if capacity < 0:
         keep[:, :] = True

@@ -62,6 +62,9 @@ HISTORY_COLUMNS = (
     "aux_loss",
     "z_loss",
     *DEPLOYMENT_COLUMNS,
+    "no_expert_share",
+    "batch_dependence",
+    "sinkhorn_iterations",
 )
 
 #: The history column of a run with several MoE layers: the layer's number (0-based, dense
@@ -129,6 +132,25 @@ METRICS = {
     "quality_ratio": Metric("quality ratio (quality / best expert)", "quality ratio", low=None),
     "eval_loss": Metric("held-out loss (nats above a perfectly served token)", "eval loss"),
     "eval_regret": Metric("held-out regret (nats above the best expert)", "eval regret"),
+    "no_expert_share": Metric(
+        "tokens with no expert, final window (%)", "no expert", True, high=1.0
+    ),
+    "one_expert_share": Metric(
+        "tokens with one expert, final window (%)", "one expert", True, high=1.0
+    ),
+    "two_experts_share": Metric(
+        "tokens with two experts, final window (%)", "two experts", True, high=1.0
+    ),
+    "more_experts_share": Metric(
+        "tokens with three or more experts, final window (%)", "3+ experts", True, high=1.0
+    ),
+    "batch_dependence": Metric(
+        "batch dependence (share of tokens whose experts change with their batch)",
+        "batch dependence",
+        True,
+        high=1.0,
+    ),
+    "sinkhorn_iterations": Metric("Sinkhorn iterations per step", "Sinkhorn iterations"),
     "final_window_steps": Metric("final window (steps)", "final window"),
     "seconds": Metric("run time (s)", "seconds"),
     "steps_per_second": Metric("speed (steps per second)", "steps/s"),
@@ -249,6 +271,9 @@ PARAMETERS = {
     "capacity.factor": ("capacity factor (× fair share T·K/E)", "capacity factor"),
     "capacity.policy": ("capacity overflow policy", "policy"),
     "router.score": ("score function", "score"),
+    "router.algorithm": ("routing algorithm", "algorithm"),
+    "router.input_jitter": ("input jitter ε", "jitter"),
+    "balance.bias.mode": ("expert-bias mode", "bias mode"),
     "router.top_k": ("experts per token K", "K"),
     "router.experts": ("routed experts E", "E"),
     "router.groups": ("expert groups G", "G"),

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 from moesim.errors import Problem, ScenarioError, suggest
 from moesim.results.metrics import metric_problem
 from moesim.scenario import memory
+from moesim.scenario.algorithm_checks import check_router_algorithm
 from moesim.scenario.deployment_checks import check_deployment
 from moesim.scenario.grid import SweepError, check_size
 from moesim.scenario.layer_checks import check_by_layer
@@ -493,6 +494,7 @@ def cross_problems(scenario: Scenario, source: Source, prefix=()) -> list[Proble
     report = _Report(source, prefix)
     _check_router(scenario.router, report)
     _check_noisy_top_k(scenario, report)
+    check_router_algorithm(scenario, report)
     _check_token_stream(scenario.tokens, report)
     _check_unused_settings(scenario.tokens, report)
     trace_shape = _check_trace_file(scenario.tokens, report)

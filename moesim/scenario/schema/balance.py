@@ -23,6 +23,11 @@ class BiasConfig(_Section):
     """Auxiliary-loss-free balancing with an expert bias (docs/model.md §4)."""
 
     enabled: bool = Field(True, description="Use the expert bias.")
+    mode: Literal["additive", "multiplicative"] = Field(
+        "additive",
+        description="additive: select by S + b, b from 0 (DeepSeek-V3); multiplicative: select "
+        "by S * b, b from 1 (Loss-Free Table 4); the same update rules.",
+    )
     rate: float = Field(1e-3, ge=0, le=10, description="u, bias change per update (bias units).")
     rule: Literal["sign", "proportional"] = Field(
         "sign", description="sign: u * sign(mean - c); proportional: u * (mean - c) / mean."

@@ -14,13 +14,24 @@ from moesim.scenario.schema.base import _Section
 class RouterConfig(_Section):
     """Scores and selection (docs/model.md §2)."""
 
+    input_jitter: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="eps: the router input is multiplied element-wise by Uniform(1 - eps, "
+        "1 + eps), fresh each step (Switch Transformer, Megatron-Core moe_input_jitter_eps; "
+        "1e-2 is usual); 0 = off.",
+    )
     experts: int = Field(256, ge=1, le=65536, description="E, routed experts.")
     top_k: int = Field(8, ge=1, le=65536, description="K, experts per token.")
-    algorithm: Literal["top_k", "noisy_top_k"] = Field(
+    algorithm: Literal["top_k", "noisy_top_k", "expert_choice", "sinkhorn"] = Field(
         "top_k",
         description="top_k: token-choice top-K of the scores (+ bias); noisy_top_k: Shazeer et "
         "al. 2017, top-K of x W_g + N(0, 1) softplus(x W_noise), softmax over the K "
-        "(needs score: softmax_after_topk; docs/model.md §2.1).",
+        "(needs score: softmax_after_topk; docs/model.md §2.1); expert_choice: each expert "
+        "takes its best ceil(capacity.factor * T * K / E) tokens of the batch (Zhou et al. "
+        "2022; §2.3); sinkhorn: top-K of the Sinkhorn-balanced token-expert matrix, as "
+        "Megatron-Core trains (§2.4).",
     )
     score: Literal["sigmoid", "softmax", "softmax_after_topk"] = Field(
         "sigmoid",
