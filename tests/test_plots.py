@@ -643,6 +643,8 @@ def _applicable_run_figures(path: Path) -> set[str]:
         names.add("drop_vs_capacity")
     if any(s.deployment.enabled for s in variants):
         names |= DEPLOYMENT_FIGURES
+    if any(s.router.algorithm in ("expert_choice", "sinkhorn") for s in variants):
+        names.add("experts_per_token")
     return names
 
 

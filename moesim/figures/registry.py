@@ -104,7 +104,7 @@ FIGURES: dict[str, FigureSpec] = {
     "experts_per_token": FigureSpec(
         experts_per_token,
         "Share of tokens that kept no expert, one, two or three and more over the final window "
-        "(expert choice gives a token any number); each label gives the batch dependence: the "
+        "(expert choice gives a token any number); diamonds give the batch dependence: the "
         "share of tokens whose experts change when the rest of their batch is replaced.",
     ),
     "sweep_chosen_metric": FigureSpec(

@@ -28,7 +28,7 @@ def _number(value) -> float:
 
 def experts_per_token(data: ResultsData) -> Figure:
     """Stacked bars per variant: the shares of tokens with 0, 1, 2, >= 3 kept experts over the
-    final window, with the batch dependence in the variant's label.
+    final window; diamonds (and the variant's label) give the batch dependence.
 
     Skipped unless some variant routed with a whole-batch algorithm (a batch dependence was
     measured): with top-K every token keeps its K experts and the bars say nothing.
@@ -45,9 +45,18 @@ def experts_per_token(data: ResultsData) -> Figure:
         shares = np.nan_to_num([_number(v.get(key)) for v in variants]) * 100
         ax.bar(positions, shares, bottom=bottom, color=colour, label=label, width=0.7)
         bottom += shares
+    # The batch dependence on the same percent scale, as points over the bars.
+    ax.plot(
+        positions,
+        np.array(dependence) * 100,
+        linestyle="none",
+        marker="D",
+        color="black",
+        label="batch dependence",
+    )
     names = []
     for v, d in zip(variants, dependence, strict=True):
-        measured = "" if math.isnan(d) else f"\nbatch dep. {format_metric('batch_dependence', d)}"
+        measured = "" if math.isnan(d) else f" ({format_metric('batch_dependence', d, 1)})"
         names.append(f"{v['variant']}{measured}")
     ax.set_xticks(positions, names, rotation=30, ha="right", fontsize="small")
     ax.set_ylim(0, 100)
