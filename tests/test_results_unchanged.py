@@ -154,7 +154,9 @@ STREAM_1_REPRODUCED = [
     "scenario", STREAM_1_REPRODUCED, ids=[path.stem for path in STREAM_1_REPRODUCED]
 )
 def test_stream_version_1_reproduces_its_results(scenario: Path, tmp_path: Path):
-    hashes = run_short(scenario, tmp_path / scenario.stem, ("tokens.stream_version=1",))
+    hashes = run_short(
+        scenario, tmp_path / scenario.stem, ("tokens.stream_version=1",), ROUTER_METRICS
+    )
     assert hashes == json.loads(HASHES_STREAM_1.read_text())[scenario.stem]
 
 
