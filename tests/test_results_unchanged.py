@@ -41,17 +41,17 @@ TIMING_KEYS = ("seconds", "steps_per_second")
 DEPLOYMENT_KEYS = (*DEPLOYMENT_COLUMNS, *REBALANCE_METRICS)
 
 
-def _without_timing(node) -> None:
-    """Remove :data:`TIMING_KEYS` at any depth (a many-layer summary repeats them per layer and
-    in its spread over layers)."""
+def _without_timing(node, keys: tuple[str, ...] = TIMING_KEYS) -> None:
+    """Remove ``keys`` (:data:`TIMING_KEYS` by default) at any depth (a many-layer summary
+    repeats them per layer and in its spread over layers)."""
     if isinstance(node, dict):
-        for key in TIMING_KEYS:
+        for key in keys:
             node.pop(key, None)
         for value in node.values():
-            _without_timing(value)
+            _without_timing(value, keys)
     elif isinstance(node, list):
         for value in node:
-            _without_timing(value)
+            _without_timing(value, keys)
 
 
 def _digest(data: bytes) -> str:
@@ -65,10 +65,8 @@ def result_hashes(folder: Path, without: tuple[str, ...] = ()) -> dict[str, str]
     hashes were recorded, so that old results can still be compared bit for bit.
     """
     summary = json.loads((folder / "summary.json").read_text())
-    _without_timing(summary)
+    _without_timing(summary, (*TIMING_KEYS, *without))
     for variant in summary["variants"]:
-        for key in without:
-            variant.pop(key, None)
         for key in DEPLOYMENT_KEYS:
             if variant.get(key, 0) is None:
                 variant.pop(key)
