@@ -102,6 +102,10 @@ def test_tiny_suite_end_to_end(tmp_path):
     assert saved["memory"]["peak_rss_mb"] > 0 and saved["memory"]["extrapolated"]
     assert [row["layers"] for row in saved["layers"]["rows"]] == [1, 2]
     assert saved["layers"]["deepseek"]["moe_layers"] == 58  # the real layer count, at small T
+    noisy = saved["noisy"]["rows"]
+    assert [row["kernel_name"] for row in noisy] == ["noisy_logits", "balance_sums", "gradient"]
+    for row in noisy:
+        assert row["speedup"] > 0 and row["max_difference"] < 1e-4  # kernel agrees with its twin
     statuses = {g["goal"]: g["status"] for g in saved["goals"]}
     assert len(statuses) == 11 and set(statuses.values()) <= {"PASS", "MISS", "SKIP", "BUSY"}
     fight = saved["routing"]["after_matmul"]

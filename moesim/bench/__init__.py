@@ -45,6 +45,7 @@ from moesim.bench.common import (
 )
 from moesim.bench.goals import evaluate_goals
 from moesim.bench.memory import MEMORY_TARGET_STEPS, bench_memory, memory_scenario
+from moesim.bench.noisy import bench_noisy, noisy_inputs
 from moesim.bench.render import render, render_fused_step
 from moesim.bench.routing import bench_fused_step, bench_routing, routing_inputs, torch_route
 from moesim.bench.scaling import bench_scaling, result_hash, scaling_configs
@@ -61,6 +62,7 @@ __all__ = [
     "SECTIONS",
     "bench_fused_step",
     "bench_memory",
+    "bench_noisy",
     "bench_routing",
     "bench_scaling",
     "bench_startup",
@@ -70,6 +72,7 @@ __all__ = [
     "evaluate_goals",
     "machine_info",
     "memory_scenario",
+    "noisy_inputs",
     "render",
     "render_fused_step",
     "result_hash",

@@ -23,6 +23,7 @@ def render(results: dict, console) -> None:
         "startup": render_startup,
         "memory": render_memory,
         "layers": render_layers,
+        "noisy": render_noisy,
     }
     for name, render_section in sections.items():
         if results.get(name):
@@ -232,6 +233,29 @@ def render_layers(layers: dict, console) -> None:
             f"{layers['largest_misfit']:.0%}",
             highlight=False,
         )
+
+
+def render_noisy(noisy: dict, console) -> None:
+    """Noisy top-K: each kernel against its NumPy twin."""
+    shape = noisy["shape"]
+    table = _table(
+        f"Noisy top-K kernels, T={shape['tokens']:,}, E={shape['experts']}, K={shape['top_k']}, "
+        f"d={shape['dim']} — ms",
+        "kernel",
+        "moesim",
+        "NumPy twin",
+        "twin/moesim",
+        "max |diff|",
+    )
+    for row in noisy["rows"]:
+        table.add_row(
+            row["kernel_name"],
+            _ms(row["kernel"]),
+            _ms(row["reference"]),
+            f"{row['speedup']:,.1f}x",
+            f"{row['max_difference']:.1e}",
+        )
+    console.print(table)
 
 
 def render_goals(goals: list[dict], console) -> None:

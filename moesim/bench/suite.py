@@ -18,6 +18,7 @@ from moesim.bench.common import (
 from moesim.bench.goals import evaluate_goals
 from moesim.bench.layers import bench_layers
 from moesim.bench.memory import bench_memory
+from moesim.bench.noisy import bench_noisy
 from moesim.bench.routers import bench_routers
 from moesim.bench.routing import bench_routing
 from moesim.bench.scaling import bench_scaling
@@ -51,6 +52,10 @@ MODES = {
         layers_steps=5,
         layers_repeats=3,
         deepseek_tokens=4096,
+        noisy_tokens=4096,
+        noisy_experts=256,
+        noisy_repeats=10,
+        noisy_reference_repeats=2,
     ),
     "quick": dict(
         routers_tokens=4096,
@@ -76,6 +81,10 @@ MODES = {
         layers_steps=3,
         layers_repeats=1,
         deepseek_tokens=1024,
+        noisy_tokens=4096,
+        noisy_experts=256,
+        noisy_repeats=3,
+        noisy_reference_repeats=1,
     ),
     "tiny": dict(
         routers_tokens=256,
@@ -103,10 +112,14 @@ MODES = {
         layers_steps=2,
         layers_repeats=1,
         deepseek_tokens=128,
+        noisy_tokens=256,
+        noisy_experts=32,
+        noisy_repeats=2,
+        noisy_reference_repeats=1,
     ),
 }
 #: The sections, in the order they run.
-SECTIONS = ("routing", "step", "routers", "scaling", "startup", "memory", "layers")
+SECTIONS = ("routing", "step", "routers", "scaling", "startup", "memory", "layers", "noisy")
 
 
 def run_suite(
@@ -220,6 +233,15 @@ def section_runners(sizes: dict, threads: int) -> dict:
                 steps=sizes["layers_steps"],
                 repeats=sizes["layers_repeats"],
                 deepseek_tokens=sizes["deepseek_tokens"],
+            ),
+        ),
+        "noisy": (
+            "noisy top-K kernels vs their NumPy twins ...",
+            lambda: bench_noisy(
+                sizes["noisy_tokens"],
+                experts=sizes["noisy_experts"],
+                repeats=sizes["noisy_repeats"],
+                reference_repeats=sizes["noisy_reference_repeats"],
             ),
         ),
     }

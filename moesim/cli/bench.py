@@ -26,8 +26,10 @@ def bench_command(
     ] = 2,
     sections: Annotated[
         str,
-        typer.Option(help="Comma-separated subset of routing,step,scaling,startup,memory,layers."),
-    ] = "routing,step,scaling,startup,memory,layers",
+        typer.Option(
+            help="Comma-separated subset of routing,step,scaling,startup,memory,layers,noisy."
+        ),
+    ] = "routing,step,scaling,startup,memory,layers,noisy",
     memory_steps: Annotated[
         int | None,
         typer.Option(min=1, help="Steps of the memory run (1000000 measures the goal itself)."),

@@ -274,6 +274,7 @@ PARAMETERS = {
     "router.algorithm": ("routing algorithm", "algorithm"),
     "router.input_jitter": ("input jitter ε", "jitter"),
     "balance.bias.mode": ("expert-bias mode", "bias mode"),
+    "router.zero_init": ("W_g and W_noise start at zero", "zero init"),
     "router.top_k": ("experts per token K", "K"),
     "router.experts": ("routed experts E", "E"),
     "router.groups": ("expert groups G", "G"),
