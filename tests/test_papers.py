@@ -111,7 +111,7 @@ def test_the_shipped_paper_scenarios_run_at_a_small_size(tmp_path):
     )
     assert len(rows) >= 20
     roles = {row.role for row in rows}
-    assert {"fit", "predicted", "pending"} <= roles
+    assert {"fit", "predicted"} <= roles  # no pending row left once every model exists
     for row in rows:
         if row.role == "pending":
             assert row.verdict == "pending" and not row.values
