@@ -636,7 +636,7 @@ def test_output_dirs_that_name_no_folder_are_refused(tmp_path, value, message):
 
 
 @pytest.mark.parametrize(
-    "name", ["", " ", ".hidden", "a b", "-", "true", "1e3", "010", "null", "x/.yaml", "x/"]
+    "name", ["", " ", ".hidden", "a b", "-", "true", "1e3", "010", "null", "x/.yaml", "x/", "a\n"]
 )
 def test_init_refuses_a_name_its_own_validate_would_reject(tmp_path, monkeypatch, name):
     monkeypatch.chdir(tmp_path)

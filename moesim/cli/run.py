@@ -263,7 +263,7 @@ def init(
 
     path = Path(name if name.endswith((".yaml", ".yml")) else f"{name}.yaml")
     # The file's name is the scenario's: refuse one its own validate would reject.
-    if not name.strip() or not re.match(NAME_PATTERN, path.stem):
+    if not name.strip() or not re.fullmatch(NAME_PATTERN, path.stem):
         raise fail(
             f"{name!r} is not a scenario name: use letters, digits and _ . + -, not starting "
             "with . (e.g. moesim init my-scenario)",
