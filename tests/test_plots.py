@@ -15,7 +15,10 @@ import itertools
 import json
 import math
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -24,6 +27,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from PIL import Image
 
 from moesim import figures
+from moesim.figures import registry
 from moesim.figures.capacity import UNIFORM_LABEL
 from moesim.figures.sweep import x_parameters
 from moesim.results import (
@@ -288,6 +292,49 @@ def _panels(figure) -> list:
     return [ax for ax in figure.axes if ax.get_visible() and getattr(ax, "_colorbar", None) is None]
 
 
+@contextmanager
+def keeping_drawn(module):
+    """Keeps what ``module.render_figures`` draws while the block runs: a list of its
+    ``(plots, skipped)`` results, so a test checks the very figures a command wrote or embedded
+    instead of drawing them again (drawing is most of these tests' time)."""
+    kept = []
+    real = module.render_figures
+
+    def spy(*args, **options):
+        kept.append(real(*args, **options))
+        return kept[-1]
+
+    with mock.patch.object(module, "render_figures", spy):
+        yield kept
+
+
+class Drawn(NamedTuple):
+    """The figures ``figures.write_figures`` wrote for a folder and the figures it drew for
+    them. Shared by several tests: they look at the figures and never change them."""
+
+    written: list[Path]
+    skipped: dict[str, str]
+    plots: list
+    sizes: dict[str, tuple[int, int]]  # file stem -> expected PNG size (pixels)
+
+    def plot(self, name: str):
+        (found,) = [p for p in self.plots if p.name == name]
+        return found
+
+
+def write_and_keep(folder: Path) -> Drawn:
+    """``figures.write_figures(folder)`` drawing each figure once, with what it drew."""
+    skipped = {}
+    with keeping_drawn(registry) as kept:
+        written = figures.write_figures(folder, on_skip=skipped.__setitem__)
+    ((plots, _),) = kept
+    inches = {p.name: p.figure.get_size_inches() for p in plots}
+    sizes = {
+        name: tuple(int(round(v)) for v in size * figures.DPI) for name, size in inches.items()
+    }
+    return Drawn(written, skipped, plots, sizes)
+
+
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     return write_synthetic_run(tmp_path_factory.mktemp("run") / "results")
@@ -298,15 +345,20 @@ def sweep_dir(tmp_path_factory) -> Path:
     return write_synthetic_sweep(tmp_path_factory.mktemp("sweep") / "results")
 
 
-def _expected_sizes(results_dir: Path) -> dict[str, tuple[int, int]]:
-    drawn, _ = figures.render_figures(load_results(results_dir))
-    inches = {p.name: p.figure.get_size_inches() for p in drawn}
-    return {name: tuple(int(round(v)) for v in size * figures.DPI) for name, size in inches.items()}
+@pytest.fixture(scope="module")
+def run_drawn(run_dir) -> Drawn:
+    """Every figure of the synthetic run, written once for the tests that look at them."""
+    return write_and_keep(run_dir)
 
 
-def test_every_run_figure_is_an_image_with_data(run_dir):
-    skipped = {}
-    written = figures.write_figures(run_dir, on_skip=skipped.__setitem__)
+@pytest.fixture(scope="module")
+def sweep_drawn(sweep_dir) -> Drawn:
+    """Every figure of the synthetic sweep, written once for the tests that look at them."""
+    return write_and_keep(sweep_dir)
+
+
+def test_every_run_figure_is_an_image_with_data(run_dir, run_drawn):
+    written, skipped, plots, sizes = run_drawn
     assert {p.stem for p in written} == RUN_FIGURES
     assert set(skipped) == {
         "sweep_chosen_metric",
@@ -315,31 +367,27 @@ def test_every_run_figure_is_an_image_with_data(run_dir):
         "experts_per_token",
         *DEPLOYMENT_FIGURES,
     }
-    sizes = _expected_sizes(run_dir)
     for path in written:
         assert path.parent == run_dir / "figures"
         assert_shows_data(path, sizes[path.stem])
     # Full-width figures are 7.5 in at 150 dpi.
     assert sizes["max_vio"][0] == 1125
-    assert_plots_show_data(figures.render_figures(load_results(run_dir))[0])
+    assert_plots_show_data(plots)
 
 
-def test_every_sweep_figure_is_an_image_with_data(sweep_dir):
-    skipped = {}
-    written = figures.write_figures(sweep_dir, on_skip=skipped.__setitem__)
+def test_every_sweep_figure_is_an_image_with_data(sweep_drawn):
+    written, skipped, plots, sizes = sweep_drawn
     assert {p.stem for p in written} == SWEEP_FIGURES
     assert "load_heatmap" in skipped and "summary.json" in skipped["load_heatmap"]
-    sizes = _expected_sizes(sweep_dir)
     for path in written:
         assert_shows_data(path, sizes[path.stem])
-    assert_plots_show_data(figures.render_figures(load_results(sweep_dir))[0])
+    assert_plots_show_data(plots)
 
 
-def test_the_chosen_metric_figure_follows_sweep_summary(sweep_dir, tmp_path):
+def test_the_chosen_metric_figure_follows_sweep_summary(sweep_dir, sweep_drawn, tmp_path):
     data = load_results(sweep_dir)
     assert data.sweep_metric == ("specialization", False)
-    (plot,), _ = figures.render_figures(data, only=["sweep_chosen_metric"])
-    assert plot.name == "sweep_specialization"
+    plot = sweep_drawn.plot("sweep_specialization")  # the chosen metric's figure
     title = plot.figure.get_suptitle()
     assert "specialization" in title and "highest is best" in title
     # The best point of sweep_summary.json is ringed once, in the panel against each parameter.
@@ -395,17 +443,16 @@ def _legends(figure) -> list:
     return found + [ax.get_legend() for ax in figure.axes if ax.get_legend()]
 
 
-def test_sweep_metrics_shows_quality_and_leaves_out_constant_metrics(sweep_dir):
-    (plot,), _ = figures.render_figures(load_results(sweep_dir), only=["sweep_metrics"])
+def test_sweep_metrics_shows_quality_and_leaves_out_constant_metrics(sweep_drawn):
+    plot = sweep_drawn.plot("sweep_metrics")
     ylabels = " ".join(ax.get_ylabel() for ax in _panels(plot.figure))
     assert "quality" in ylabels and "specialization" in ylabels
     assert "starved" not in ylabels  # 0 at every point
     assert "starved experts (count) = 0" in plot.figure.get_supxlabel()
 
 
-def test_sweep_figures_use_human_labels(sweep_dir):
-    drawn, _ = figures.render_figures(load_results(sweep_dir))
-    for plot in drawn:
+def test_sweep_figures_use_human_labels(sweep_drawn):
+    for plot in sweep_drawn.plots:
         for ax in _panels(plot.figure):
             for label in (ax.get_xlabel(), ax.get_ylabel()):
                 assert "." not in label.split("(")[0], f"{plot.name}: raw key path {label!r}"
@@ -435,11 +482,10 @@ def test_series_styles_tell_score_functions_apart_and_skip_yellow():
     assert YELLOW not in {s.color.lower() for s in many}
 
 
-def test_no_figure_draws_yellow(tmp_path, sweep_dir):
+def test_no_figure_draws_yellow(tmp_path, sweep_drawn):
     names = [f"v{i}" for i in range(9)]  # more variants than colours
     folder = write_synthetic_run(tmp_path / "nine", variants=[(n, 1e-3, None) for n in names])
-    for data in (load_results(folder), load_results(sweep_dir)):
-        drawn, _ = figures.render_figures(data)
+    for drawn in (figures.render_figures(load_results(folder))[0], sweep_drawn.plots):
         for plot in drawn:
             for artist in plot.figure.findobj():
                 for getter in ("get_color", "get_facecolor", "get_edgecolor"):
@@ -451,9 +497,9 @@ def test_no_figure_draws_yellow(tmp_path, sweep_dir):
                     assert YELLOW not in hexes, f"{plot.name}: yellow {type(artist).__name__}"
 
 
-def test_drop_rate_against_capacity_factor_from_variants(run_dir):
+def test_drop_rate_against_capacity_factor_from_variants(run_dir, run_drawn):
     data = load_results(run_dir)
-    (plot,), _ = figures.render_figures(data, only=["drop_vs_capacity"])
+    plot = run_drawn.plot("drop_vs_capacity")
     (ax,) = _panels(plot.figure)
     assert "capacity factor" in ax.get_xlabel()
     variants_line = next(line for line in ax.lines if line.get_label() != UNIFORM_LABEL)
@@ -476,8 +522,8 @@ def test_heatmap_labels_the_step_axis_above_a_hidden_panel(tmp_path):
     assert any(t.get_visible() and t.get_text() for t in top_right.get_xticklabels())
 
 
-def test_tradeoff_title_names_both_panels(run_dir):
-    (plot,), _ = figures.render_figures(load_results(run_dir), only=["tradeoff"])
+def test_tradeoff_title_names_both_panels(run_drawn):
+    plot = run_drawn.plot("tradeoff")
     assert "specialization and quality" in plot.figure.get_suptitle()
     assert len(_panels(plot.figure)) == 2
 
@@ -502,9 +548,8 @@ def test_svg_and_pdf(run_dir):
     assert written[1].read_bytes().startswith(b"%PDF")
 
 
-def test_figures_have_titles_labels_and_captions(run_dir, sweep_dir):
-    for folder in (run_dir, sweep_dir):
-        drawn, _ = figures.render_figures(load_results(folder))
+def test_figures_have_titles_labels_and_captions(run_drawn, sweep_drawn):
+    for drawn in (run_drawn.plots, sweep_drawn.plots):
         for plot in drawn:
             assert plot.caption and "\n" not in plot.caption
             assert "synthetic" in plot.figure.get_suptitle() or "sweepy" in (
@@ -653,27 +698,24 @@ def test_shipped_run_scenarios_draw_every_applicable_figure(shipped_runs, tmp_pa
     assert set(shipped_runs) >= {"collapse", "switch", "sigmoid_vs_softmax"}
     for name, results in shipped_runs.items():
         folder = shutil.copytree(results, tmp_path / name)
-        written = figures.write_figures(folder)
+        written, _, plots, sizes = write_and_keep(folder)
         expected = _applicable_run_figures(SHIPPED / f"{name}.yaml")
         assert {p.stem for p in written} == expected, name
-        sizes = _expected_sizes(folder)
         for png in written:
             assert_shows_data(png, sizes[png.stem])
-        assert_plots_show_data(figures.render_figures(load_results(folder))[0])
+        assert_plots_show_data(plots)
     # The variants of switch.yaml differ in capacity factor: a point per variant.
     assert "drop_vs_capacity" in _applicable_run_figures(SHIPPED / "switch.yaml")
 
 
 @pytest.mark.slow
 def test_shipped_sweep_draws_every_sweep_figure(shipped_sweep):
-    written = figures.write_figures(shipped_sweep)
+    written, _, drawn, sizes = write_and_keep(shipped_sweep)
     # bias_rate_sweep ranks by max_vio_global; it does not vary capacity, so no drop figure.
     assert {p.stem for p in written} == {"sweep_max_vio_global", "sweep_metrics", "tradeoff"}
-    sizes = _expected_sizes(shipped_sweep)
     for png in written:
         assert_shows_data(png, sizes[png.stem])
     data = load_results(shipped_sweep)
-    drawn, _ = figures.render_figures(data)
     assert_plots_show_data(drawn)
     assert data.sweep_keys == ["router.score", "balance.bias.rate"]
     chosen = next(p for p in drawn if p.name == "sweep_max_vio_global")

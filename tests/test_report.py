@@ -64,31 +64,33 @@ def parse(path: Path) -> ReportParser:
     return parser
 
 
+def write_report_and_names(folder: Path) -> tuple[Path, Path, Path, list[str]]:
+    """``write_report(folder)``: (folder, html_path, md_path, the names of the figures it drew),
+    the names taken from the figures the report drew (drawing them again costs seconds)."""
+    with test_plots.keeping_drawn(report) as kept:
+        html_path, md_path = write_report(folder)
+    ((plots, _),) = kept
+    return folder, html_path, md_path, [p.name for p in plots]
+
+
 @pytest.fixture(scope="module")
 def run_report(tmp_path_factory):
-    folder = write_synthetic_run(tmp_path_factory.mktemp("report") / "results")
-    html_path, md_path = write_report(folder)
-    return folder, html_path, md_path
+    return write_report_and_names(
+        write_synthetic_run(tmp_path_factory.mktemp("report") / "results")
+    )
 
 
 @pytest.fixture(scope="module")
 def sweep_report(tmp_path_factory):
     folder = write_synthetic_sweep(tmp_path_factory.mktemp("sweep_report") / "results")
-    html_path, md_path = write_report(folder)
-    return folder, html_path, md_path
-
-
-def _figure_names(folder: Path) -> list[str]:
-    drawn, _ = figures.render_figures(load_results(folder))
-    return [p.name for p in drawn]
+    return write_report_and_names(folder)
 
 
 def test_html_report_is_self_contained_and_embeds_every_figure(run_report):
-    folder, html_path, _ = run_report
+    folder, html_path, _, names = run_report
     assert html_path == folder / "report.html"
     page = html_path.read_text()
     parser = parse(html_path)
-    names = _figure_names(folder)
     assert len(names) == len(test_plots.RUN_FIGURES)
     assert page.count(DATA_URI) == len(names)
     assert len(parser.images) == len(names)
@@ -103,7 +105,7 @@ def test_html_report_is_self_contained_and_embeds_every_figure(run_report):
 
 
 def test_html_report_holds_the_summary_numbers_and_verdicts(run_report):
-    folder, html_path, _ = run_report
+    folder, html_path, _, _ = run_report
     page = html_path.read_text()
     text = " ".join(parse(html_path).text)
     summary = json.loads((folder / "summary.json").read_text())
@@ -120,9 +122,9 @@ def test_html_report_holds_the_summary_numbers_and_verdicts(run_report):
 
 
 def test_markdown_report_links_every_figure(run_report):
-    folder, _, md_path = run_report
+    folder, _, md_path, names = run_report
     text = md_path.read_text()
-    for name in _figure_names(folder):
+    for name in names:
         assert f"(figures/{name}.png)" in text
         assert (folder / "figures" / f"{name}.png").is_file()
     summary = json.loads((folder / "summary.json").read_text())
@@ -132,9 +134,8 @@ def test_markdown_report_links_every_figure(run_report):
 
 
 def test_sweep_report(sweep_report):
-    folder, html_path, md_path = sweep_report
+    folder, html_path, md_path, names = sweep_report
     page = html_path.read_text()
-    names = _figure_names(folder)
     assert set(names) == SWEEP_FIGURES  # sweep_specialization: the chosen metric's figure
     assert page.count(DATA_URI) == len(names)
     assert "Sweep summary" in page and page.count('class="best"') == 1
@@ -152,7 +153,7 @@ def _best_row(page: str) -> str:
 
 
 def test_sweep_report_follows_the_sweeps_metric_and_direction(sweep_report):
-    folder, html_path, md_path = sweep_report
+    folder, html_path, md_path, _ = sweep_report
     summary = json.loads((folder / "sweep_summary.json").read_text())
     assert (summary["metric"], summary["minimize"]) == ("specialization", False)
     best = summary["best"]["params"]
@@ -168,7 +169,7 @@ def test_sweep_report_follows_the_sweeps_metric_and_direction(sweep_report):
 
 
 def test_sweep_report_metadata(sweep_report):
-    _, html_path, _ = sweep_report
+    _, html_path, _, _ = sweep_report
     text = " ".join(parse(html_path).text)
     assert "0, 1, 2 (the scenario's seed 0, then +1 per seed)" in text
     assert "specialization (highest is best)" in text
@@ -222,9 +223,8 @@ def cli():
 def test_report_of_a_real_run(shipped_runs, tmp_path):
     """collapse.yaml at reduced size: every figure it allows, its numbers and verdicts."""
     folder = shutil.copytree(shipped_runs["collapse"], tmp_path / "collapse")
-    html_path, md_path = write_report(folder)
+    _, html_path, md_path, names = write_report_and_names(folder)
     page = html_path.read_text()
-    names = _figure_names(folder)
     assert set(names) == {"load_heatmap", "max_vio", "bias", "lorenz", "drop_rate", "tradeoff"}
     assert page.count(DATA_URI) == len(names)
     text = " ".join(parse(html_path).text)
@@ -304,7 +304,7 @@ def test_report_renders_in_headless_chromium(run_report, tmp_path):
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         pytest.skip("chromium not installed: apt-get install chromium")
-    _, html_path, _ = run_report
+    _, html_path, _, _ = run_report
     shot = tmp_path / "shot.png"
     command = [
         chromium,
@@ -512,7 +512,10 @@ def test_a_damaged_sweep_folder_exits_2_naming_the_file(tmp_path, case, command)
 
 @pytest.mark.parametrize("resolved", ["{{{ not yaml", "a: &a [*a]\nvariants: &v [*v]\n", "- 1\n"])
 def test_an_unreadable_resolved_scenario_is_left_out_not_a_crash(tmp_path, resolved):
-    folder = write_synthetic_run(tmp_path / "run")
+    # Two variants (bias on, two capacity factors) give every run figure, each of which reads
+    # the resolved scenario for its variants' settings; four only draw longer.
+    specs = [("capacity_1.0", 1e-3, 1.0), ("capacity_1.5", 1e-3, 1.5)]
+    folder = write_synthetic_run(tmp_path / "run", variants=specs)
     (folder / "scenario.resolved.yaml").write_text(resolved)
     for command in ("plot", "report"):
         result = CliRunner().invoke(cli(), [command, str(folder)])
@@ -521,7 +524,8 @@ def test_an_unreadable_resolved_scenario_is_left_out_not_a_crash(tmp_path, resol
 
 @pytest.mark.parametrize("command", ["plot", "report"])
 def test_figures_being_a_file_exits_1_naming_it(tmp_path, command):
-    folder = write_synthetic_run(tmp_path / "run")
+    # One variant: every figure is drawn before the figures folder is made, more only cost time.
+    folder = write_synthetic_run(tmp_path / "run", variants=[("bias", 1e-3, None)])
     _figures_file(folder)
     result = CliRunner().invoke(cli(), [command, str(folder)])
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
@@ -533,7 +537,7 @@ def test_figures_being_a_file_exits_1_naming_it(tmp_path, command):
 def test_a_read_only_folder_exits_1(tmp_path, command, monkeypatch):
     import os
 
-    folder = write_synthetic_run(tmp_path / "run")
+    folder = write_synthetic_run(tmp_path / "run", variants=[("bias", 1e-3, None)])
     real_mkstemp = __import__("tempfile").mkstemp
 
     def refuse(*args, dir=None, **options):  # what a read-only folder does, even for root
