@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 
 import numpy as np
 
 import moesim
 from moesim.engine import RouterLearner, router_spec_for, simulate_variant
 from moesim.tokens import make_stream
-from tests.test_engine import _DIGEST_SCRIPT, SMALL
+from tests.test_engine import SMALL, digest_job
 
 LEARNING = {
     "enabled": True,
@@ -29,20 +26,15 @@ def small(**learning):
     return data
 
 
-def test_calibrated_learning_is_bit_identical_whatever_the_thread_count():
+#: Run by conftest.py's outputs_by_thread_count with 1 and with 2 Numba threads.
+THREAD_COUNT_JOBS = {"calibrated learning": digest_job(small())}
+
+
+def test_calibrated_learning_is_bit_identical_whatever_the_thread_count(outputs_by_thread_count):
     """AdamW, the loss in nats and its held-out batch do not depend on the thread count."""
-    digests = set()
-    for threads in ("1", "2"):
-        env = dict(os.environ, NUMBA_NUM_THREADS=threads)
-        output = subprocess.run(
-            [sys.executable, "-c", _DIGEST_SCRIPT, json.dumps(small())],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        digests.add(output.stdout.strip())
-    assert len(digests) == 1, digests
+    one, two = outputs_by_thread_count["calibrated learning"]
+    assert len(one) == 64, one  # a SHA-256, not an error
+    assert one == two
 
 
 def test_the_loss_in_nats_fills_eval_columns_and_the_reward_fills_quality():

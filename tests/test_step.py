@@ -1,8 +1,6 @@
 """routing_step() is route + apply_capacity + bincount, and does not depend on thread count."""
 
 import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -89,19 +87,14 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def _run_with_threads(n_threads):
-    env = dict(os.environ, NUMBA_NUM_THREADS=str(n_threads))
-    result = subprocess.run(
-        [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=300
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip()
+#: Run by conftest.py's outputs_by_thread_count with 1 and with 2 Numba threads.
+THREAD_COUNT_JOBS = {"routing_step": SCRIPT}
 
 
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs two cores for NUMBA_NUM_THREADS=2")
-def test_results_identical_across_thread_counts():
-    one, two = _run_with_threads(1), _run_with_threads(2)
-    assert len(one) == 64
+def test_results_identical_across_thread_counts(outputs_by_thread_count):
+    one, two = outputs_by_thread_count["routing_step"]
+    assert len(one) == 64, one  # a SHA-256, not an error
     assert one == two
 
 
