@@ -23,7 +23,6 @@ from unittest import mock
 import numpy as np
 import pytest
 from matplotlib import colors as mcolors
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from PIL import Image
 
 from moesim import figures
@@ -514,7 +513,7 @@ def test_heatmap_labels_the_step_axis_above_a_hidden_panel(tmp_path):
     specs = [(f"v{i}", 1e-3, None) for i in range(5)]  # 2 x 3 panels, the last one hidden
     folder = write_synthetic_run(tmp_path / "five", variants=specs)
     (plot,), _ = figures.render_figures(load_results(folder), only=["load_heatmap"])
-    FigureCanvasAgg(plot.figure).draw()
+    plot.figure.draw_without_rendering()  # ticks and layout as drawn, no pixels
     panels = _panels(plot.figure)
     assert len(panels) == 5
     top_right = panels[2]
@@ -557,8 +556,9 @@ def test_figures_have_titles_labels_and_captions(run_drawn, sweep_drawn):
             )
             axes = _panels(plot.figure)
             # Panels in a row share the y label of the first; every x axis that shows tick
-            # labels (the bottom panel of a column when panels share x) has its label.
-            FigureCanvasAgg(plot.figure).draw()
+            # labels (the bottom panel of a column when panels share x) has its label. Ticks and
+            # layout as a drawing makes them, without the pixels (the PNGs were checked apart).
+            plot.figure.draw_without_rendering()
             for ax in axes:
                 if any(t.get_visible() and t.get_text() for t in ax.get_xticklabels()):
                     assert ax.get_xlabel(), f"{plot.name}: an x axis is unlabelled"
@@ -677,6 +677,7 @@ def shipped_sweep(tmp_path_factory) -> Path:
 def _applicable_run_figures(path: Path) -> set[str]:
     """The figures a run of this scenario must have, from the scenario, not from the figures."""
     from moesim.scenario import expand_variants, load_scenario
+    from moesim.scenario.layers import moe_layer_numbers
 
     variants = [s for _, s in expand_variants(load_scenario(path, SMALL))]
     names = {"load_heatmap", "max_vio", "lorenz", "drop_rate"}
@@ -690,6 +691,8 @@ def _applicable_run_figures(path: Path) -> set[str]:
         names |= DEPLOYMENT_FIGURES
     if any(s.router.algorithm in ("expert_choice", "sinkhorn") for s in variants):
         names.add("experts_per_token")
+    if any(len(moe_layer_numbers(s)) > 1 for s in variants):
+        names |= {"layer_loads", "max_vio_layers"}
     return names
 
 

@@ -266,7 +266,7 @@ def test_report_of_a_real_sweep_and_its_rerun_command(shipped_sweep, tmp_path):
 
 
 def test_cli_plot_and_report(tmp_path):
-    folder = write_synthetic_run(tmp_path / "results")
+    folder = write_synthetic_run(tmp_path / "results", variants=[("bias", 1e-3, None)])
     runner = CliRunner()
     result = runner.invoke(
         cli(), ["plot", str(folder), "--format", "png", "--format", "svg", "--only", "max_vio"]
