@@ -21,7 +21,7 @@ import pytest
 import moesim
 from moesim.engine import run_scenario
 from moesim.scenario import estimated_memory
-from moesim.scenario.checks import _check_trace_once
+from moesim.scenario.checks.tokens import check_trace_once
 
 #: How far above the traced peak the estimate may be.
 SLACK = 4.0
@@ -99,7 +99,7 @@ def test_the_memory_estimate_bounds_what_a_run_allocates(tmp_path, shape):
         labels = np.arange(200_000) % 4
         np.savez(path, x=rng.standard_normal((200_000, 24)), clusters=labels)
         data["tokens"] = {**data["tokens"], "file": str(path)}
-        trace_shape = _check_trace_once(str(path), None, 4)
+        trace_shape = check_trace_once(str(path), None, 4)
     scenario = moesim.load_scenario(data)
     # Compile the kernels this shape uses first: what is traced is the run.
     run_scenario(moesim.load_scenario(data, ["steps=2"]), tmp_path / "warm-up")

@@ -18,8 +18,8 @@ from moesim.scenario.schema import Scenario
 
 _RANGE = re.compile(r"\s*(\d+)\s*-\s*(\d+)?\s*")
 
-#: What a layer's scenario never takes from ``by_layer`` (checked in scenario/checks.py): every
-#: layer routes to the same experts (loads are a layers x experts matrix), and the held-out
+#: What a layer's scenario never takes from ``by_layer`` (checked in scenario/checks/layers.py):
+#: every layer routes to the same experts (loads are a layers x experts matrix), and the held-out
 #: batch that measures quality is the model's, so is the loss model that scores it.
 SAME_IN_EVERY_LAYER = {
     ("router", "experts"): "every MoE layer has the same experts (loads are layers x experts)",

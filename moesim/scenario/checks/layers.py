@@ -19,7 +19,8 @@ from moesim.scenario.schema import Scenario
 
 
 def check_by_layer(scenario: Scenario, report, validation_problems, check_layer) -> None:
-    """Add the problems of ``scenario.by_layer`` to ``report`` (``checks._Report``).
+    """Add the problems of ``scenario.by_layer`` to ``report`` (a
+    :class:`~moesim.scenario.checks.problems.Report`).
 
     ``validation_problems(error, source)`` turns pydantic's errors into problems and
     ``check_layer(layer, report)`` runs the cross-field rules on one layer's scenario (both from
