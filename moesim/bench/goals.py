@@ -126,31 +126,21 @@ def step_goals(results: dict, goals: GoalList) -> None:
     if not step:
         return
     matmul = step["blas_logits"]["median"]
-    off = step["learning_off"]["median"] / matmul
-    goals.add(
-        "step, learning off / X@W.T",
-        off,
-        f"<= {STEP_GOAL_LEARNING_OFF:g}",
-        off <= STEP_GOAL_LEARNING_OFF,
-        "x",
-        note=step_profile(step, "learning_off", STEP_GOAL_LEARNING_OFF * matmul)
-        if off > STEP_GOAL_LEARNING_OFF
-        else None,
-        section="step",
-    )
     blas_both = matmul + step["blas_gradient"]["median"]
-    on = step["learning_on"]["median"] / blas_both
-    goals.add(
-        "step, learning on / (X@W.T + G.T@X)",
-        on,
-        f"<= {STEP_GOAL_LEARNING_ON:g}",
-        on <= STEP_GOAL_LEARNING_ON,
-        "x",
-        note=step_profile(step, "learning_on", STEP_GOAL_LEARNING_ON * blas_both)
-        if on > STEP_GOAL_LEARNING_ON
-        else None,
-        section="step",
-    )
+    for which, name, baseline, limit in (
+        ("learning_off", "step, learning off / X@W.T", matmul, STEP_GOAL_LEARNING_OFF),
+        ("learning_on", "step, learning on / (X@W.T + G.T@X)", blas_both, STEP_GOAL_LEARNING_ON),
+    ):
+        ratio = step[which]["median"] / baseline
+        goals.add(
+            name,
+            ratio,
+            f"<= {limit:g}",
+            ratio <= limit,
+            "x",
+            note=step_profile(step, which, limit * baseline) if ratio > limit else None,
+            section="step",
+        )
 
 
 def step_profile(step: dict, which: str, budget: float) -> str:
