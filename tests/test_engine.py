@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -418,26 +420,41 @@ def test_the_verdict_judges_a_summary_alone():
 # ----------------------------------------------------------------------------------------------
 # Start-up and traces (issue 17, class 14)
 
-#: Ctrl-C while ``import typer`` runs, the slowest part of start-up: as if it came then.
+#: Ctrl-C while ``import typer`` runs, the slowest part of start-up: as if it came then. A
+#: ``sitecustomize`` module, so that ``python -m moesim`` runs exactly as a user's command does.
 _INTERRUPT_ON_IMPORT = """\
-import builtins, sys
+import builtins
 real_import = builtins.__import__
 
 def interrupted(name, *args, **kwargs):
     if name == "typer":
-        raise KeyboardInterrupt
+        builtins.__import__ = real_import
+        RAISE
     return real_import(name, *args, **kwargs)
 
 builtins.__import__ = interrupted
-from moesim.cli import main
-sys.argv = ["moesim", "--version"]
-main()
 """
 
 
-def test_ctrl_c_during_start_up_is_a_clean_exit_130():
+@pytest.mark.parametrize(
+    "raised",
+    [
+        "raise KeyboardInterrupt",
+        # Inside exec() of a source string, as when Ctrl-C comes while a dataclass is built (typer
+        # builds some at import): CPython then marks the interrupt unhandled even though moesim
+        # caught it, and unless moesim takes care, `python -m` ends by SIGINT instead of 130.
+        'exec("raise KeyboardInterrupt")',
+    ],
+)
+def test_ctrl_c_during_start_up_is_a_clean_exit_130(tmp_path, raised):
+    (tmp_path / "sitecustomize.py").write_text(_INTERRUPT_ON_IMPORT.replace("RAISE", raised))
+    path = os.pathsep.join([str(tmp_path), str(Path(moesim.__file__).parents[1])])
     outcome = subprocess.run(
-        [sys.executable, "-c", _INTERRUPT_ON_IMPORT], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "moesim", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": path},
     )
     assert outcome.returncode == 130, outcome.stderr
     assert "Traceback" not in outcome.stderr and "interrupted" in outcome.stderr

@@ -14,6 +14,7 @@ interrupt during start-up exits 130 without a traceback.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 
@@ -31,6 +32,22 @@ def _terminate(signum, frame):
     raise SystemExit(_EXIT_TERMINATED)
 
 
+def _exit_stopped(code: int) -> None:
+    """Leave with ``code`` (130 or 143) now that the interrupted command has cleaned up.
+
+    Not ``sys.exit``: CPython marks a KeyboardInterrupt that passed through ``exec`` of a source
+    string (a dataclass or namedtuple being built when Ctrl-C came, say) as unhandled even after
+    it was caught, and would then end the process by SIGINT instead of the documented status.
+    Every file is closed and every worker pool shut down by now; only the streams need flushing.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # closed, or a broken pipe: nothing more to say
+            pass
+    os._exit(code)
+
+
 def main() -> None:
     """Console-script entry point."""
     signal.signal(signal.SIGTERM, _terminate)
@@ -41,7 +58,11 @@ def main() -> None:
     except KeyboardInterrupt:
         # Plain write: rich itself may be what was loading when Ctrl-C came.
         sys.stderr.write("interrupted\n")
-        sys.exit(_EXIT_INTERRUPTED)
+        _exit_stopped(_EXIT_INTERRUPTED)
+    except SystemExit as stop:
+        if stop.code in (_EXIT_INTERRUPTED, _EXIT_TERMINATED):
+            _exit_stopped(stop.code)
+        raise
 
 
 def __getattr__(name: str):
