@@ -345,6 +345,23 @@ def test_interrupted_sweep_resumes_without_running_a_point_twice(tmp_path):
     assert json.loads((out / "sweep_summary.json").read_text())["ok"] == len(points)
 
 
+@pytest.mark.parametrize(("signum", "code"), [("SIGINT", 130), ("SIGTERM", 143)])
+def test_a_stopped_sweep_exits_with_the_code_of_its_signal(tmp_path, signum, code):
+    import signal
+    import types
+
+    from moesim.cli.common import StopRequest
+    from moesim.cli.sweep import _print_outcome
+
+    request = StopRequest()
+    request.signum = getattr(signal, signum)
+    stopped = types.SimpleNamespace(records=[], skipped=0, output_dir=tmp_path, failed=[],
+                                    interrupted=True, partial=True)  # fmt: skip
+    with pytest.raises(typer.Exit) as exited:
+        _print_outcome(stopped, interrupted_exit=request.exit_code)
+    assert exited.value.exit_code == code
+
+
 def test_a_failing_point_is_recorded_and_the_others_finish(tmp_path):
     good, broken = tmp_path / "good.npy", tmp_path / "broken.npy"
     for trace in (good, broken):

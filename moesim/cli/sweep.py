@@ -159,7 +159,7 @@ def sweep_command(
         raise fail(f"{type(error).__name__}: {error}") from None  # e.g. no scheduler at --address
     except RuntimeError as error:
         raise fail(f"{type(error).__name__}: {error}") from None
-    _print_outcome(result)
+    _print_outcome(result, interrupted_exit=stop_requested.exit_code)
 
 
 #: Errors of a file system that cannot take the results (not of a network, e.g. a scheduler).
@@ -209,8 +209,9 @@ def _announce(plan, jobs: int | None, executor: str) -> None:
     )
 
 
-def _print_outcome(result) -> None:
-    """The aggregate table, where the results are, failed points; the exit code."""
+def _print_outcome(result, *, interrupted_exit: int = EXIT_INTERRUPTED) -> None:
+    """The aggregate table, where the results are, failed points; the exit code
+    (``interrupted_exit`` when the sweep was stopped: 130 after Ctrl-C, 143 after SIGTERM)."""
     from moesim.sweep import aggregate_table
 
     if any(record["status"] == "ok" for record in result.records):
@@ -232,7 +233,7 @@ def _print_outcome(result) -> None:
             "resume",
             highlight=False,
         )
-        raise typer.Exit(EXIT_INTERRUPTED)
+        raise typer.Exit(interrupted_exit)
     if result.failed:
         raise typer.Exit(EXIT_FAILED_POINTS)
 
