@@ -25,6 +25,7 @@ LAYERS = (
         "moesim.reference",
         "moesim.reference_learning",
         "moesim.reference_noisy",
+        "moesim.reference_paths",
         "moesim.reference_routers",
     ),
     ("moesim.scenario",),
