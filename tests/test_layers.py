@@ -111,8 +111,9 @@ def test_model_summary_takes_the_latest_balance_and_the_worst_verdict():
     assert "layer" not in one and "per_layer" not in one
 
 
-def test_token_paths_keep_the_dtype_and_the_scale():
-    paths = TokenPaths(3, 64, 0.6, np.random.SeedSequence(1))
+@pytest.mark.parametrize("stream_version", [1, 2])
+def test_token_paths_keep_the_dtype_and_the_scale(stream_version):
+    paths = TokenPaths(3, 64, 0.6, np.random.SeedSequence(1), stream_version)
     rng = np.random.default_rng(0)
     for dtype in (np.float32, np.float64):
         tokens = rng.standard_normal((512, 64)).astype(dtype) * 3.0
@@ -126,8 +127,17 @@ def test_token_paths_keep_the_dtype_and_the_scale():
         cosine = (back * tokens).sum(axis=1) / np.linalg.norm(back, axis=1)
         cosine /= np.linalg.norm(tokens, axis=1)
         assert cosine.mean() == pytest.approx(0.6, abs=0.05)
+        # Consecutive layers' inputs correlate by rho, coordinate by coordinate, and what is
+        # not carried over is standard normal noise at the token's scale.
+        assert np.corrcoef(back.ravel(), tokens.ravel())[0, 1] == pytest.approx(0.6, abs=0.02)
+        rms = np.sqrt(np.mean(tokens.astype(np.float64) ** 2, axis=1, keepdims=True))
+        noise = (back - 0.6 * tokens) / (0.8 * rms)
+        assert abs(noise.mean()) < 0.02 and noise.std() == pytest.approx(1.0, abs=0.02)
+        # The held-out stream and the next step draw other noise.
+        assert not np.array_equal(paths.advance(tokens, 1, step=5, stream=1), moved)
+        assert not np.array_equal(paths.advance(tokens, 1, step=6), moved)
     # rho = 1: a pure signed permutation, no noise.
-    exact = TokenPaths(2, 8, 1.0, np.random.SeedSequence(2))
+    exact = TokenPaths(2, 8, 1.0, np.random.SeedSequence(2), stream_version)
     tokens = rng.standard_normal((4, 8)).astype(np.float32)
     np.testing.assert_array_equal(
         np.abs(exact.advance(tokens, 0, 0)), np.abs(tokens[:, exact.permutations[0]])

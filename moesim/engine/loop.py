@@ -67,7 +67,13 @@ def build_layers(
         )
     paths = None
     if len(settings) > 1:
-        paths = TokenPaths(len(settings), stream.dim, scenario.token_paths.correlation, extra[0])
+        paths = TokenPaths(
+            len(settings),
+            stream.dim,
+            scenario.token_paths.correlation,
+            extra[0],
+            scenario.tokens.stream_version,
+        )
     return layers, paths
 
 

@@ -8,6 +8,11 @@ per layer boundary), ``s(x)`` the root mean square of the token's coordinates (s
 its scale on average) and ``xi`` fresh noise for every token, step and layer. A signed
 permutation costs O(T d), a dense rotation a d x d product per layer, and they look the same to
 routers whose centroids are drawn independently per layer.
+
+Token stream version 2 runs the whole update in one Numba pass
+(:func:`moesim.kernels.paths.run_advance_tokens`), its noise from a counter-based stream per
+``(key, stream, layer, step, token)``; version 1 keeps the NumPy update below (NumPy's
+generator seeded by ``(key, stream, layer, step)``), so that its results stay bit for bit.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
+from moesim.kernels.paths import run_advance_tokens
 
 #: Noise streams: the training batch and the held-out batch get independent noise.
 TRAINING, HELD_OUT = 0, 1
@@ -33,9 +40,12 @@ class TokenPaths:
         ``rho`` in [0, 1].
     seed : np.random.SeedSequence
         Draws the permutations and keys the noise.
+    stream_version : int
+        ``tokens.stream_version``: 2 draws the noise in the kernel, 1 with NumPy.
     """
 
-    def __init__(self, n_layers: int, dim: int, correlation: float, seed: np.random.SeedSequence):
+    def __init__(self, n_layers: int, dim: int, correlation: float, seed: np.random.SeedSequence,
+                 stream_version: int = 2):  # fmt: skip
         rng = np.random.default_rng(seed)
         self.correlation = float(correlation)
         self.noise_scale = math.sqrt(max(0.0, 1.0 - self.correlation**2))
@@ -46,6 +56,8 @@ class TokenPaths:
             self.permutations[boundary] = rng.permutation(dim)
             self.signs[boundary] = rng.choice(np.array([-1.0, 1.0]), size=dim)
         self.key = int(seed.generate_state(1, np.uint32)[0])
+        self.stream_version = stream_version
+        self.noise_key = np.uint64(seed.generate_state(1, np.uint64)[0])  # version 2
 
     def advance(self, tokens: np.ndarray, layer: int, step: int, stream: int = TRAINING):
         """Router inputs (T, d) of layer ``layer + 1`` from those of layer ``layer``.
@@ -53,6 +65,17 @@ class TokenPaths:
         Keeps the dtype of ``tokens`` (float32 or float64); ``stream`` keeps the held-out
         batch's noise apart from the training batch's.
         """
+        if self.stream_version >= 2:
+            return run_advance_tokens(
+                np.ascontiguousarray(tokens),
+                self.permutations[layer],
+                self.signs[layer].astype(tokens.dtype),
+                self.correlation,
+                self.noise_key,
+                stream,
+                layer,
+                step,
+            )
         dtype = tokens.dtype
         moved = tokens[:, self.permutations[layer]] * self.signs[layer].astype(dtype)
         if self.noise_scale == 0.0:
