@@ -102,6 +102,8 @@ def test_tiny_suite_end_to_end(tmp_path):
     assert saved["memory"]["peak_rss_mb"] > 0 and saved["memory"]["extrapolated"]
     assert [row["layers"] for row in saved["layers"]["rows"]] == [1, 2]
     assert saved["layers"]["deepseek"]["moe_layers"] == 58  # the real layer count, at small T
+    paths = saved["layers"]["token_paths"]
+    assert paths["kernel"]["median"] > 0 and paths["max_difference"] < 1e-4  # agrees with its twin
     noisy = saved["noisy"]["rows"]
     assert [row["kernel_name"] for row in noisy] == ["noisy_logits", "balance_sums", "gradient"]
     for row in noisy:

@@ -233,6 +233,16 @@ def render_layers(layers: dict, console) -> None:
             f"{layers['largest_misfit']:.0%}",
             highlight=False,
         )
+    paths = layers.get("token_paths")
+    if paths:
+        console.print(
+            f"token paths, T={paths['tokens']:,}, d={paths['dim']} (ms): kernel "
+            f"{_ms(paths['kernel'])}, NumPy update (stream 1) {_ms(paths['numpy_update'])} "
+            f"({paths['speedup_vs_numpy_update']:,.1f}x), NumPy twin {_ms(paths['reference'])} "
+            f"({paths['speedup_vs_reference']:,.0f}x); max |kernel - twin| "
+            f"{paths['max_difference']:.1e}",
+            highlight=False,
+        )
 
 
 def render_noisy(noisy: dict, console) -> None:
