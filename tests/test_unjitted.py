@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 #: Kernel-against-twin tests that take seconds unjitted. Every kernel module is represented:
-#: numerics, normals, logits, routing, capacity, balance, metrics, learning, step,
+#: numerics, normals, logits, routing, capacity, balance, metrics, learning, step, paths,
 #: deployment.eplb. (normals wraps uint64 products on purpose: NumPy warns of the overflow.)
 UNJITTED_TESTS = (
     "tests/test_numerics.py",
@@ -44,6 +44,7 @@ UNJITTED_TESTS = (
     "tests/test_learning.py::test_aux_counts_are_a_plain_top_k_ignoring_bias_and_groups",
     "tests/test_learning.py::test_reward_model_competence_and_affinity",
     "tests/test_step.py::test_routing_step_equals_composition",
+    "tests/test_paths.py::test_kernel_is_its_twin_bit_for_bit_on_the_kernels_normals",
     "tests/test_eplb.py::test_matches_the_slow_twin",
 )
 
