@@ -89,8 +89,9 @@ def _step_bytes(scenario: Scenario, dim: int) -> int:
 
 def _layers_step_bytes(scenario: Scenario, dim: int, n_chunks: int) -> int:
     """What more layers add to a step: engine/paths.py's next inputs (the moved tokens, the
-    noise, the tokens' scale in float64, for the batch and the held-out batch), each further
-    layer's learning sums kept between steps, engine/layers.py's co-routing pairs."""
+    noise, the tokens' scale in float64, for the batch and the held-out batch: stream version
+    1's NumPy update, an upper bound for version 2's kernel, which writes the next inputs only),
+    each further layer's learning sums kept between steps, engine/layers.py's co-routing pairs."""
     extra_layers = _moe_layers(scenario) - 1
     if extra_layers <= 0:
         return 0
