@@ -60,12 +60,12 @@ SHAPES = {
         "metrics": {"balance_window": 60, "record_every": 60},
     },
     "layers": {  # every layer holds its router, learner, counters and records
-        "steps": 30,
-        "layers": 6,
+        "steps": 10,
+        "layers": 4,
         "tokens": {**_SMALL, "tokens_per_step": 256},
         "router": {"experts": 2048, "top_k": 2},
         "learning": {"enabled": True, "eval_tokens": 256},
-        "metrics": {"record_every": 1, "balance_window": 30},
+        "metrics": {"record_every": 1, "balance_window": 10},
     },
     "trace": {  # learning's held-out stream holds a copy of the trace
         "steps": 3,
