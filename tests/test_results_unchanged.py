@@ -143,8 +143,13 @@ STREAM_1_LIKE_DEEPSEEK = (
     "deepseek_v3_prefill_sweep",
     "deepseek_v3_training",
 )
+#: Scenarios with several layers came with stream version 2: no earlier result to reproduce, and
+#: stream 1's token paths are checked in test_layers.py (deepseek_v3_decode is above already).
+STREAM_1_NEWER = ("deepseek_v3_layers",)
 STREAM_1_REPRODUCED = [
-    path for path in SCENARIOS if path.stem not in (*STREAM_1_LEARNING, *STREAM_1_LIKE_DEEPSEEK)
+    path
+    for path in SCENARIOS
+    if path.stem not in (*STREAM_1_LEARNING, *STREAM_1_LIKE_DEEPSEEK, *STREAM_1_NEWER)
 ]
 
 
