@@ -29,18 +29,28 @@ def _token_norm(tokens, t):
     return math.sqrt(total) + NORM_EPS
 
 
+#: How a token matches an expert (``kind`` of the kernels below): the reward of moesim 0.1's
+#: model, ``competence * (1 + cos) / 2`` (docs/model.md §5), or the calibrated loss model's
+#: ``competence * max(0, cos)`` against the expert's knowledge (§5.1).
+AFFINITY, CAPACITY = 0, 1
+
+
 @njit
-def _competence_affinity(tokens, t, norm, competence, knowledge, e):
-    """``competence_e * (1 + cos(x_t, m_e)) / 2`` (``m_e`` has unit norm)."""
+def _match(kind, tokens, t, norm, competence, knowledge, e):
+    """Token ``t``'s match with expert ``e``: ``c_e (1 + <x_t, m_e> / |x_t|) / 2`` (AFFINITY,
+    ``m_e`` of unit norm) or ``c_e max(0, <x_t, k_e> / |x_t|)`` (CAPACITY, ``|k_e| <= 1``)."""
     dot = 0.0
     for j in range(tokens.shape[1]):
         dot += np.float64(tokens[t, j]) * knowledge[e, j]
-    return competence[e] * 0.5 * (1.0 + dot / norm)
+    if kind == AFFINITY:
+        return competence[e] * 0.5 * (1.0 + dot / norm)
+    return competence[e] * max(0.0, dot / norm)
 
 
 @njit_parallel
-def _competence_affinity_rewards(tokens, indices, keep, competence, knowledge, rewards):
-    """``rewards[t, k] = competence_i * (1 + cos(x_t, m_i)) / 2`` for kept assignments, else 0."""
+def _assignment_rewards(kind, scale, tokens, indices, keep, competence, knowledge, rewards):
+    """``rewards[t, k] = scale * match(t, i_tk)`` for kept assignments, else 0 (a dropped one
+    earns nothing)."""
     n_tokens, top_k = indices.shape
     for c in prange((n_tokens + CHUNK_TOKENS - 1) // CHUNK_TOKENS):
         for t in range(c * CHUNK_TOKENS, min(n_tokens, (c + 1) * CHUNK_TOKENS)):
@@ -48,14 +58,15 @@ def _competence_affinity_rewards(tokens, indices, keep, competence, knowledge, r
             for k in range(top_k):
                 if keep[t, k]:
                     e = indices[t, k]
-                    rewards[t, k] = _competence_affinity(tokens, t, norm, competence, knowledge, e)
+                    rewards[t, k] = scale * _match(kind, tokens, t, norm, competence, knowledge, e)
                 else:
                     rewards[t, k] = 0.0
 
 
 @njit_parallel
-def _best_rewards(tokens, competence, knowledge, best):
-    """``best[t]``: the largest reward any expert would earn for token ``t``.
+def _best_rewards(kind, scale, tokens, competence, knowledge, best):
+    """``best[t] = scale * max_e match(t, e)``: the reward of token ``t``'s best single expert at
+    full weight.
 
     The gate-weighted mean reward of the chosen experts cannot exceed it, so quality / best is
     in [0, 1]: 1 means the router sends each token's whole gate weight to its best expert.
@@ -67,10 +78,8 @@ def _best_rewards(tokens, competence, knowledge, best):
             norm = _token_norm(tokens, t)
             highest = 0.0
             for e in range(n_experts):
-                highest = max(
-                    highest, _competence_affinity(tokens, t, norm, competence, knowledge, e)
-                )
-            best[t] = highest
+                highest = max(highest, _match(kind, tokens, t, norm, competence, knowledge, e))
+            best[t] = scale * highest
 
 
 @njit_parallel
@@ -127,6 +136,10 @@ class _ExpertMemory:
 
     #: Norm of an untrained expert's random knowledge direction.
     INITIAL_KNOWLEDGE = 1.0
+    #: How a token matches an expert (:data:`AFFINITY` or :data:`CAPACITY`).
+    MATCH = AFFINITY
+    #: Rewards are ``reward_scale * match``.
+    reward_scale = 1.0
 
     def __init__(
         self,
@@ -144,6 +157,17 @@ class _ExpertMemory:
         self.knowledge = (
             self.INITIAL_KNOWLEDGE * knowledge / np.linalg.norm(knowledge, axis=1, keepdims=True)
         )
+
+    def rewards(self, tokens, indices, keep) -> np.ndarray:
+        out = np.empty(indices.shape, dtype=np.float64)
+        _assignment_rewards(self.MATCH, self.reward_scale, tokens, indices, keep,
+                            self.competence, self.knowledge, out)  # fmt: skip
+        return out
+
+    def best(self, tokens) -> np.ndarray:
+        out = np.empty(tokens.shape[0], dtype=np.float64)
+        _best_rewards(self.MATCH, self.reward_scale, tokens, self.competence, self.knowledge, out)
+        return out
 
     @property
     def competence(self) -> np.ndarray:
@@ -179,16 +203,6 @@ class CompetenceAffinityReward(_ExpertMemory):
     def from_config(cls, n_experts, dim, learning, rng) -> CompetenceAffinityReward:
         return cls(n_experts, dim, learning.competence_tokens, learning.knowledge_ema, rng)
 
-    def rewards(self, tokens, indices, keep) -> np.ndarray:
-        out = np.empty(indices.shape, dtype=np.float64)
-        _competence_affinity_rewards(tokens, indices, keep, self.competence, self.knowledge, out)
-        return out
-
-    def best(self, tokens) -> np.ndarray:
-        out = np.empty(tokens.shape[0], dtype=np.float64)
-        _best_rewards(tokens, self.competence, self.knowledge, out)
-        return out
-
     def observe(self, tokens, indices, keep, kept_counts) -> None:
         active, moved = self._moved_knowledge(tokens, indices, keep, kept_counts)
         norms = np.linalg.norm(moved, axis=1, keepdims=True)
@@ -198,46 +212,6 @@ class CompetenceAffinityReward(_ExpertMemory):
 
 # ----------------------------------------------------------------------------------------------
 # The loss model in nats: experts of finite capacity (model.md 5.1)
-
-
-@njit
-def _capacity_match(tokens, t, norm, competence, knowledge, e):
-    """``q_te = competence_e * max(0, <x_t / |x_t|, k_e>)``, in [0, 1] since ``|k_e| <= 1``."""
-    dot = 0.0
-    for j in range(tokens.shape[1]):
-        dot += np.float64(tokens[t, j]) * knowledge[e, j]
-    return competence[e] * max(0.0, dot / norm)
-
-
-@njit_parallel
-def _capacity_rewards(tokens, indices, keep, competence, knowledge, sensitivity, rewards):
-    """``rewards[t, k] = D * q_{t, i_tk}`` for kept assignments, else 0 (a dropped one is lost)."""
-    n_tokens, top_k = indices.shape
-    for c in prange((n_tokens + CHUNK_TOKENS - 1) // CHUNK_TOKENS):
-        for t in range(c * CHUNK_TOKENS, min(n_tokens, (c + 1) * CHUNK_TOKENS)):
-            norm = _token_norm(tokens, t)
-            for k in range(top_k):
-                if keep[t, k]:
-                    e = indices[t, k]
-                    rewards[t, k] = sensitivity * _capacity_match(
-                        tokens, t, norm, competence, knowledge, e
-                    )
-                else:
-                    rewards[t, k] = 0.0
-
-
-@njit_parallel
-def _capacity_best(tokens, competence, knowledge, sensitivity, best):
-    """``best[t] = D * max_e q_te``: the reward of the best single expert at full weight."""
-    n_tokens = tokens.shape[0]
-    n_experts = competence.shape[0]
-    for c in prange((n_tokens + CHUNK_TOKENS - 1) // CHUNK_TOKENS):
-        for t in range(c * CHUNK_TOKENS, min(n_tokens, (c + 1) * CHUNK_TOKENS)):
-            norm = _token_norm(tokens, t)
-            highest = 0.0
-            for e in range(n_experts):
-                highest = max(highest, _capacity_match(tokens, t, norm, competence, knowledge, e))
-            best[t] = sensitivity * highest
 
 
 class CapacityNatsLoss(_ExpertMemory):
@@ -268,6 +242,7 @@ class CapacityNatsLoss(_ExpertMemory):
 
     #: Norm of an untrained expert's random knowledge: it knows a little of one random direction.
     INITIAL_KNOWLEDGE = 0.1
+    MATCH = CAPACITY
 
     def __init__(
         self,
@@ -280,6 +255,7 @@ class CapacityNatsLoss(_ExpertMemory):
     ):
         super().__init__(n_experts, dim, competence_tokens, knowledge_ema, rng)
         self.sensitivity = float(routing_sensitivity)
+        self.reward_scale = self.sensitivity  # rewards = D q = -dl/dw
 
     @classmethod
     def from_config(cls, n_experts, dim, learning, rng) -> CapacityNatsLoss:
@@ -291,18 +267,6 @@ class CapacityNatsLoss(_ExpertMemory):
             learning.routing_sensitivity,
             rng,
         )
-
-    def rewards(self, tokens, indices, keep) -> np.ndarray:
-        out = np.empty(indices.shape, dtype=np.float64)
-        _capacity_rewards(
-            tokens, indices, keep, self.competence, self.knowledge, self.sensitivity, out
-        )
-        return out
-
-    def best(self, tokens) -> np.ndarray:
-        out = np.empty(tokens.shape[0], dtype=np.float64)
-        _capacity_best(tokens, self.competence, self.knowledge, self.sensitivity, out)
-        return out
 
     def token_losses(self, tokens, indices, weights, keep, route_scale: float) -> np.ndarray:
         """``l_t`` (T,) in nats for a routing (``weights`` the router's own gate weights)."""
