@@ -16,7 +16,16 @@ import threading
 from pathlib import Path
 from typing import NamedTuple
 
-import numba
+# Numba's OpenMP workers (libgomp) busy-wait for milliseconds after every parallel region before
+# they sleep. On a machine that runs anything else, a spinning worker holds a core the working
+# thread needs, and every region ends a scheduler tick late: a 2-thread DeepSeek-V3 step (T=4096)
+# took 43-65 ms instead of 8-17 ms at load 3 on 2 cores, and the capacity kernel 36 ms instead
+# of 0.7 ms (measured side by side, docs/performance.md "Threads"). Passive workers sleep at once;
+# no result depends on it. libgomp reads the setting once, when Numba first loads it, which is
+# after this import; a user's own OMP_WAIT_POLICY wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+
+import numba  # noqa: E402  (after the OpenMP setting above, on purpose)
 
 JIT_OPTIONS = {"cache": True, "nogil": True, "error_model": "numpy"}
 

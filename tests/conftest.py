@@ -1,5 +1,6 @@
-"""Shared test set-up: a fixed terminal width so rich output is stable, no colour codes,
-Numba's idle threads asleep rather than spinning, and the thread-count determinism runs."""
+"""Shared test set-up: a fixed terminal width so rich output is stable, no colour codes, and
+the thread-count determinism runs. (Numba's idle threads sleep rather than spin: moesim itself
+sets that, see ``moesim._jit``.)"""
 
 from __future__ import annotations
 
@@ -13,12 +14,6 @@ import pytest
 os.environ["COLUMNS"] = "160"
 os.environ["NO_COLOR"] = "1"
 os.environ.setdefault("MPLBACKEND", "Agg")
-# Numba's OpenMP threads spin between parallel regions by default. On a 2-core machine that
-# runs anything else (another test's subprocess, a sweep worker, a second pytest) the spinning
-# threads take the cores the working ones need: a small run took 5x the time with both threads
-# spinning (measured). Sleeping idle threads change no result (they never depend on the thread
-# count); subprocesses of the tests inherit the setting.
-os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 
 
 #: Runs the jobs given as JSON in argv[1] (name -> Python source that prints its result) in this

@@ -79,3 +79,34 @@ def test_openblas_workers_are_left_alone_while_another_thread_may_use_them():
     worker.start()
     worker.join()
     assert all(pool.server_running.value for pool in pools)
+
+
+#: A parallel kernel, then 50 ms asleep: the CPU time the process used meanwhile is what its idle
+#: OpenMP workers spent spinning (about 5 ms a region with libgomp's default, measured).
+_IDLE_SPIN = """
+import time, numpy as np
+from moesim.kernels.routing import route
+logits = np.random.default_rng(0).standard_normal((2048, 64)).astype(np.float32)
+route(logits, top_k=2)
+spun = []
+for _ in range(5):
+    route(logits, top_k=2)
+    start = time.process_time()
+    time.sleep(0.05)
+    spun.append(time.process_time() - start)
+print(sorted(spun)[2])
+"""
+
+
+def test_idle_numba_workers_sleep_rather_than_spin_without_the_user_setting_anything():
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    env["NUMBA_NUM_THREADS"] = "2"
+    outcome = subprocess.run(
+        [sys.executable, "-c", _IDLE_SPIN], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert outcome.returncode == 0, outcome.stderr
+    assert float(outcome.stdout) < 1e-3  # seconds of CPU while the process slept 50 ms
