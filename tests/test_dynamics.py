@@ -30,8 +30,9 @@ def run(path, names, overrides=()):
 def reduced():
     """The calibrated model (the default) on collapse.yaml's router, reduced (docs/model.md §8.1).
 
-    Measured at seed 0: MaxVio_global none 2.97 / 2.55 (sigmoid / softmax), bias 0.129 / 0.091,
-    aux 1e-2 1.19, aux 10 1.17; eval_regret none 8.9e-5 / 2.4e-4, bias 4.4e-5 / 1.5e-4 nats.
+    Measured at seed 0, token stream version 2: MaxVio_global none 2.95 / 2.53 (sigmoid /
+    softmax), bias 0.087 / 0.182, aux 1e-2 1.13, aux 10 1.12; eval_regret none 8.8e-5 / 2.4e-4,
+    bias 4.3e-5 / 1.5e-4 nats.
     """
     summaries = run(
         "scenarios/collapse.yaml",
