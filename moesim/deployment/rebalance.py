@@ -156,15 +156,22 @@ def moved_experts(old_phy2log, new_phy2log, num_gpus: int) -> np.ndarray:
     return movement_cost(old_phy2log, new_phy2log, num_gpus, 1, 0.0).experts_moved
 
 
-def gpu_loads(phy2log: np.ndarray, expert_loads: np.ndarray, num_gpus: int) -> np.ndarray:
-    """Per-GPU loads (..., L, G) float64 of expert loads (..., L, E) under a placement (L, P),
-    each expert's load split evenly over its replicas."""
+def slot_loads(phy2log: np.ndarray, expert_loads: np.ndarray) -> np.ndarray:
+    """Per-slot loads (..., L, P) float64 of expert loads (..., L, E) under a placement (L, P),
+    each expert's load split evenly over its replicas (EPLB's own assumption; round-robin
+    replica choice gives the same to within one assignment per replica)."""
     phy2log = np.asarray(phy2log, np.int64)
     expert_loads = np.asarray(expert_loads, np.float64)
     share = expert_loads / replica_counts(phy2log, expert_loads.shape[-1])
     index = np.broadcast_to(phy2log, (*expert_loads.shape[:-1], phy2log.shape[-1]))
-    slots = np.take_along_axis(share, index, axis=-1)
-    return gpu_loads_from_slots(slots, phy2log.shape[-1] // num_gpus)
+    return np.take_along_axis(share, index, axis=-1)
+
+
+def gpu_loads(phy2log: np.ndarray, expert_loads: np.ndarray, num_gpus: int) -> np.ndarray:
+    """Per-GPU loads (..., L, G) float64 of expert loads (..., L, E) under a placement (L, P),
+    each expert's load split evenly over its replicas (:func:`slot_loads`)."""
+    slots = slot_loads(phy2log, expert_loads)
+    return gpu_loads_from_slots(slots, np.shape(phy2log)[-1] // num_gpus)
 
 
 class EplbSizes(NamedTuple):

@@ -14,8 +14,8 @@ from moesim._jit import n_chunks_for
 from moesim.deployment.cost import Hardware
 from moesim.deployment.eplb import rebalance_experts
 from moesim.deployment.placement import Placement, contiguous_placement, placement_from_phy2log
-from moesim.deployment.rebalance import RebalanceSchedule, moved_experts
-from moesim.deployment.traffic import dispatch_layer
+from moesim.deployment.rebalance import RebalanceSchedule, moved_experts, slot_loads
+from moesim.deployment.traffic import Dispatch, dispatch_layer
 from moesim.engine.deployment_metrics import StepMetrics
 from moesim.engine.recorder import final_window_for
 from moesim.kernels.capacity import POLICY_PROBS, _capacity_keep, _count_chunks
@@ -131,7 +131,11 @@ class DeploymentTracker:
         self.rebalances = 0
         self.experts_moved = np.zeros(n_layers, dtype=np.int64)  # per layer, over the run
         final_start = scenario.steps - final_window_for(scenario)
-        self.metrics = StepMetrics(n_layers, self.placement, final_start, self.hardware)
+        # A replayed load trace has per-expert counts, not tokens: no traffic (§10.8).
+        self.replayed = config.load_trace is not None
+        self.metrics = StepMetrics(
+            n_layers, self.placement, final_start, self.hardware, traffic_known=not self.replayed
+        )
 
     # -- routing -------------------------------------------------------------------------------
 
@@ -182,6 +186,16 @@ class DeploymentTracker:
         )
         self.metrics.observe_layer(step, layer, dispatch)
         self.step_demand[layer] = routed.demand
+
+    def observe_counts(self, step: int, demand: np.ndarray, layer: int = 0) -> None:
+        """Place MoE layer ``layer``'s replayed per-expert loads ``demand`` (E,) on the placement
+        in force, each expert's load split evenly over its replicas (docs/model.md §10.8). No
+        traffic: which experts each token chose is not in a trace."""
+        phy2log = self.placement.phy2log[layer : layer + 1]
+        loads = slot_loads(phy2log, demand[None, :])[0]
+        no_traffic = np.zeros(self.n_gpus, dtype=np.int64)
+        self.metrics.observe_layer(step, layer, Dispatch(loads, *(no_traffic,) * 4))
+        self.step_demand[layer] = demand
 
     def end_step(self, step: int) -> None:
         """Price the step over its layers, and rebalance when due."""

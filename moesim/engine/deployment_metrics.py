@@ -32,6 +32,10 @@ GPU_ARRAYS = (
     "comm_ms",
     "idle_ms",
 )
+#: What needs token-level routing (which experts each token chose): NaN when a load trace is
+#: replayed, which holds per-expert counts only (docs/model.md §10.8).
+TRAFFIC_METRICS = ("comm_ms", "intra_node_mb", "inter_node_mb")
+TRAFFIC_ARRAYS = ("sent_intra_mb", "sent_inter_mb", "received_intra_mb", "received_inter_mb")
 
 
 def step_values(slot_loads, traffic, slots_per_gpu: int, gpus_per_node: int, hardware) -> tuple:
@@ -118,12 +122,23 @@ class WindowMeans:
 class StepMetrics:
     """The open step's layer buffers, each layer's windows, and the model's."""
 
-    def __init__(self, n_layers: int, placement: Placement, final_start: int, hardware: Hardware):
+    def __init__(
+        self,
+        n_layers: int,
+        placement: Placement,
+        final_start: int,
+        hardware: Hardware,
+        traffic_known: bool = True,
+    ):
         n_gpus, n_slots = placement.n_gpus, placement.phy2log.shape[1]
         self.hardware = hardware
         self.slots_per_gpu = placement.slots_per_gpu
         self.gpus_per_node = placement.gpus_per_node
-        self.slot_loads = np.zeros((n_layers, n_slots), dtype=np.int64)
+        # Without traffic (a replayed trace) the step time is its compute part: communication
+        # counts as 0 in the times, and its own metrics are NaN, not 0.
+        self.traffic_known = traffic_known
+        # float64: a replayed load splits evenly over replicas (sums of whole counts are exact).
+        self.slot_loads = np.zeros((n_layers, n_slots))
         self.traffic = np.zeros((4, n_layers, n_gpus), dtype=np.int64)  # Dispatch order
         self.layers = [WindowMeans(final_start) for _ in range(n_layers)]
         self.model = WindowMeans(final_start)
@@ -133,13 +148,16 @@ class StepMetrics:
         }
 
     def _values(self, layers: slice) -> tuple:
-        return step_values(
+        values, *arrays = step_values(
             self.slot_loads[layers],
             self.traffic[:, layers],
             self.slots_per_gpu,
             self.gpus_per_node,
             self.hardware,
         )
+        if not self.traffic_known:
+            values.update(dict.fromkeys(TRAFFIC_METRICS, np.nan))
+        return (values, *arrays)
 
     def observe_layer(self, step: int, layer: int, dispatch: Dispatch) -> None:
         """Take in one layer's dispatch and count that layer's step metrics."""
@@ -170,7 +188,11 @@ class StepMetrics:
     def arrays(self) -> dict:
         """Per-GPU means per step over the final window (loads: sums per layer)."""
         steps = max(1, self.model.final_steps)
-        return {
+        arrays = {
             name: array if name == "gpu_layer_loads" else array / steps
             for name, array in self.final_gpu.items()
         }
+        if not self.traffic_known:
+            for name in (*TRAFFIC_ARRAYS, "comm_ms"):
+                arrays[name] = np.full_like(arrays[name], np.nan)
+        return arrays

@@ -20,6 +20,7 @@ from moesim.engine.deployment import DeploymentTracker
 from moesim.engine.layer import MoELayer, non_finite_state
 from moesim.engine.layers import CoRouting, variant_result
 from moesim.engine.paths import HELD_OUT, TRAINING, TokenPaths
+from moesim.engine.replay import replay_variant
 from moesim.results.model import VariantResult
 from moesim.scenario import layer_scenarios, moe_layer_numbers
 
@@ -102,6 +103,9 @@ def simulate_variant(
     A step whose logits or bias are not finite in any layer ends the run there with the
     verdict ``diverged`` (:func:`non_finite_state`), never a routing verdict.
     """
+    if scenario.deployment.enabled and scenario.deployment.load_trace is not None:
+        # §10.8: loads from a recorded trace, not routed tokens.
+        return replay_variant(scenario, name, on_step=on_step, should_stop=should_stop)
     started = time.perf_counter()
     if stream is None:
         tokens_seed = np.random.SeedSequence(scenario.seed).spawn(3)[0]

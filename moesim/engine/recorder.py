@@ -36,6 +36,20 @@ from moesim.scenario import record_every_for
 
 #: Tokens of a recorded step on which routing fidelity is measured.
 FIDELITY_TOKENS = 1024
+#: History columns a replayed load trace cannot give (it holds per-expert counts, not routed
+#: tokens): drops, the bias and its fidelity, token domains, experts per token.
+NOT_REPLAYED_COLUMNS = (
+    "drop_rate",
+    "token_drop_rate",
+    "fully_dropped_rate",
+    "padding_waste",
+    "bias_min",
+    "bias_mean",
+    "bias_max",
+    "fidelity",
+    "specialization",
+    "no_expert_share",
+)
 
 
 def final_window_for(scenario) -> int:
@@ -177,6 +191,12 @@ class Recorder:
         # The mean load of a step, the unit of MaxVio: max load / mean load - 1.
         self.mean_load = self.n_tokens * spec.top_k / n_experts
         self.noise_floor = max_vio_noise_floor(self.n_tokens, spec.top_k, n_experts)
+        # A replayed load trace (docs/model.md §10.8): each step's own mean load is the unit,
+        # its batch size being the trace's, and nothing token-level is measured.
+        deployment = scenario.deployment
+        self.replayed = bool(deployment.enabled and deployment.load_trace is not None)
+        if self.replayed:
+            self.noise_floor = math.nan
         has_bias = bool(scenario.balance.bias.enabled)
         self.record_every = record_every_for(scenario)
         self.final_window = final_window_for(scenario)
@@ -234,7 +254,7 @@ class Recorder:
         self.run_drops += drops
         self.window_demand += demand
         self.window_kept += kept
-        self.max_vio = demand.max() / self.mean_load - 1.0
+        self.max_vio = demand.max() / self._mean_load(demand) - 1.0
         self.max_vio_sum += self.max_vio
         self.balance.update(step, demand)
         if step >= self.final_start:
@@ -243,6 +263,10 @@ class Recorder:
             self.final_max_vio_sum += self.max_vio
             self.final_max_vio_steps += 1
             _experts_per_token_histogram(routed.keep, self.final_expert_counts)
+
+    def _mean_load(self, demand: np.ndarray) -> float:
+        """The unit of MaxVio: T*K/E, or a replayed step's own mean load."""
+        return demand.mean() if self.replayed else self.mean_load
 
     def diverge(self, step: int, what: str) -> None:
         """Note that step ``step`` could not run: ``what`` is not finite (the run stops)."""
@@ -281,6 +305,8 @@ class Recorder:
             "specialization": specialization(self.joint) if self.n_clusters > 1 else np.nan,
             "no_expert_share": self.window_expert_counts[0] / self.window_expert_counts.sum(),
         }
+        if self.replayed:
+            row.update(dict.fromkeys(NOT_REPLAYED_COLUMNS, np.nan))
         for column, value in row.items():
             self.history[column][r] = value
         self.record_kept[r] = self.window_kept
@@ -300,7 +326,7 @@ class Recorder:
             "max_vio_batch": self.max_vio,
             "max_vio_window": self.window_demand.max() / self.window_demand.mean() - 1.0,
             **{key: stats[key] for key in ("cv", "entropy", "gini", "starved", "top10_share")},
-            "max_vio_batch_kept": routed.kept.max() / self.mean_load - 1.0,
+            "max_vio_batch_kept": routed.kept.max() / self._mean_load(routed.kept) - 1.0,
         }
 
     def _drop_columns(self, window_steps: int) -> dict:

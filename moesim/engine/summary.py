@@ -129,6 +129,9 @@ def _drop_metrics(recorder) -> dict:
     tokens = steps_done * recorder.n_tokens
     final_assignments = recorder.final_window_steps * recorder.n_tokens * recorder.top_k
     run_drops, final_drops = recorder.run_drops, recorder.final_drops
+    if recorder.replayed:  # a replayed load trace records no drops
+        rates = ("drop_rate", "token_drop_rate", "fully_dropped_rate", "final_drop_rate")
+        return {**dict.fromkeys(rates, nan), "capacity": None}
     return {
         "drop_rate": run_drops[0] / (tokens * recorder.top_k) if steps_done else nan,
         "token_drop_rate": run_drops[1] / tokens if steps_done else nan,

@@ -71,9 +71,23 @@ def gpu_layer_heatmap(data: ResultsData) -> Figure:
     return fig
 
 
+#: Why a variant has no traffic: a replayed load trace (docs/model.md §10.8).
+NO_TRAFFIC = (
+    "a replayed load trace (deployment.load_trace) holds per-expert counts, not which experts "
+    "each token chose: no traffic"
+)
+
+
+def _has_traffic(arrays: dict) -> bool:
+    return bool(np.isfinite(arrays["sent_intra_mb"]).all())
+
+
 def gpu_traffic(data: ResultsData) -> Figure:
-    """Per GPU, MB sent (up) and received (down) per step over NVLink and InfiniBand."""
-    panels = _deployment_variants(data)
+    """Per GPU, MB sent (up) and received (down) per step over NVLink and InfiniBand (variants
+    that replay a load trace have no traffic and no panel)."""
+    panels = [(s, arrays) for s, arrays in _deployment_variants(data) if _has_traffic(arrays)]
+    if not panels:
+        raise FigureSkipped(NO_TRAFFIC)
     fig = new_figure(0.9 + 2.1 * len(panels))
     axes = np.atleast_1d(fig.subplots(len(panels), 1, sharex=True, squeeze=False)).ravel()
     for ax, (summary, arrays) in zip(axes, panels, strict=True):
@@ -119,8 +133,11 @@ def step_time_breakdown(data: ResultsData) -> Figure:
         ax.bar(gpus, idle, bottom=compute + exposed, color="#d9d9d9", label="idle (waiting)")
         ax.axhline(step, color=NEUTRAL, linestyle="--", linewidth=0.8, label="step (slowest GPU)")
         efficiency = format_metric("step_efficiency", summary.get("step_efficiency"))
+        # A replayed load trace has no traffic: its step is the compute part alone.
+        what = "" if _has_traffic(arrays) else " (compute only: a replayed trace)"
         ax.set_title(
-            f"{summary['variant']}: step {step:.3g} ms, efficiency {efficiency}", fontsize=8.5
+            f"{summary['variant']}: step {step:.3g} ms{what}, efficiency {efficiency}",
+            fontsize=8.5,
         )
         ax.set_ylabel("ms per step")
     axes[-1].set_xlabel("GPU")

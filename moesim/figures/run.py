@@ -14,6 +14,7 @@ from moesim.figures.style import (
     NEUTRAL,
     OKABE_ITO,
     FigureSkipped,
+    as_float,
     grid_shape,
     hide_unused,
     legend_below,
@@ -258,6 +259,10 @@ def _gini(sorted_loads: np.ndarray) -> float:
 def drop_rate_over_steps(data: ResultsData) -> Figure:
     """Assignment drop rate per recorded window; a flat zero line with a note when none drop."""
     variants = require_run(data)
+    if not any(np.isfinite(as_float(summary.get("drop_rate"))) for summary in variants):
+        raise FigureSkipped(
+            "no drop rates: a replayed load trace (deployment.load_trace) records no drops"
+        )
     fig = new_figure(3.4)
     ax = fig.subplots()
     any_drops = False

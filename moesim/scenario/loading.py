@@ -111,14 +111,20 @@ def deep_merge(base: dict, update: dict) -> dict:
 
 
 def _resolve_file(data, base_dir: Path | None) -> None:
-    """Make a relative ``tokens.file`` absolute against the scenario file's folder, and expand
-    ``~`` in it and in ``output.dir``, in place (``output.dir`` stays relative to where moesim
-    runs)."""
+    """Make a relative ``tokens.file`` and ``deployment.load_trace`` absolute against the
+    scenario file's folder, and expand ``~`` in them and in ``output.dir``, in place
+    (``output.dir`` stays relative to where moesim runs)."""
     tokens = data.get("tokens") if isinstance(data, dict) else None
     if base_dir is not None and isinstance(tokens, dict) and isinstance(tokens.get("file"), str):
         file = Path(tokens["file"]).expanduser()
         if not file.is_absolute():
             tokens["file"] = str((base_dir / file).resolve())
+    deployment = data.get("deployment") if isinstance(data, dict) else None
+    if isinstance(deployment, dict) and isinstance(deployment.get("load_trace"), str):
+        trace = Path(deployment["load_trace"]).expanduser()
+        if base_dir is not None and not trace.is_absolute():
+            trace = (base_dir / trace).resolve()
+        deployment["load_trace"] = str(trace)
     output = data.get("output") if isinstance(data, dict) else None
     if isinstance(output, dict) and isinstance(output.get("dir"), str):
         # Not Path.expanduser: an unknown ~user stays as written, for the checks to refuse.

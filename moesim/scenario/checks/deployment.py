@@ -7,8 +7,11 @@ reported at the key to change, with the setting that needs it.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
+from pathlib import Path
 
+from moesim.scenario.layers import moe_layer_numbers
 from moesim.scenario.schema import Scenario
 
 D = "deployment"
@@ -18,8 +21,16 @@ def check_deployment(scenario: Scenario, add: Callable) -> None:
     """Add every problem of ``scenario.deployment`` through ``add(path, message, near=...)``."""
     deployment = scenario.deployment
     if not deployment.enabled:
+        if deployment.load_trace is not None:
+            add(
+                (D, "enabled"),
+                f"{D}.load_trace replays loads through the deployment: set {D}.enabled: true",
+                near=(D, "load_trace"),
+            )
         return
     _check_layout(scenario, add)
+    if deployment.load_trace is not None:
+        check_load_trace_replay(scenario, add)
     _check_limit(scenario, add)
     v2_devices = (
         deployment.device_balance_alpha > 0
@@ -125,3 +136,101 @@ def _check_limit(scenario: Scenario, add: Callable) -> None:
             f"be a multiple of M={deployment.max_targets}",
             near=("router", "top_k"),
         )
+
+
+def check_load_trace_replay(scenario: Scenario, add: Callable) -> None:
+    """A replayed load trace (docs/eplb.md, "Replaying a trace in a scenario"): settings that
+    act on routed tokens refused, and the trace readable with the scenario's sizes.
+
+    A trace holds per-expert counts only: no scores to bias, no tokens to learn from, drop or
+    limit, and no record of which experts each token chose.
+    """
+    deployment = scenario.deployment
+    here = (D, "load_trace")
+    acting = [
+        (("learning", "enabled"), scenario.learning.enabled, "learning.enabled: false"),
+        (
+            ("balance", "bias", "enabled"),
+            scenario.balance.bias.enabled,
+            "balance.bias.enabled: false",
+        ),
+        (("balance", "aux", "alpha"), bool(scenario.balance.aux.terms()), "balance.aux.kind: none"),
+        (("capacity", "factor"), scenario.capacity.factor is not None, "capacity.factor: null"),
+        ((D, "limit"), deployment.limit != "none", f"{D}.limit: none"),
+        (
+            (D, "device_capacity_factor"),
+            deployment.device_capacity_factor is not None,
+            f"{D}.device_capacity_factor: null",
+        ),
+        (
+            (D, "replica_choice"),
+            deployment.replica_choice != "round_robin",
+            f"{D}.replica_choice: round_robin (a replayed load is split evenly over its replicas: "
+            "least_loaded needs the order of the assignments)",
+        ),
+        (("tokens", "source"), scenario.tokens.source != "clusters", "tokens.source: clusters"),
+    ]
+    for path, refused, fix in acting:
+        if refused:
+            add(
+                path,
+                f"a replayed load trace has per-expert counts, not routed tokens, so this would "
+                f"act on nothing: set {fix}",
+                near=here,
+            )
+    for i, entry in enumerate(scenario.by_layer):
+        if entry.overrides():
+            add(
+                ("by_layer", i),
+                "a replayed load trace routes nothing, so per-layer router, balance, capacity or "
+                "learning settings would act on nothing: keep only `layers` and `dense`",
+                near=here,
+            )
+    # Imported here: the readers are only needed by scenarios that replay a trace.
+    from moesim.deployment.traces import LoadTraceError
+
+    try:
+        n_steps, n_layers, n_experts = checked_load_trace_once(
+            deployment.load_trace,
+            deployment.load_trace_format,
+            deployment.load_trace_expert_parallel,
+        )
+    except LoadTraceError as error:
+        add(here, str(error))
+        return
+    held = f"the trace holds {n_steps} steps x {n_layers} MoE layers x {n_experts} experts"
+    moe_layers = len(moe_layer_numbers(scenario))
+    if n_layers != moe_layers:
+        add(("layers",), f"{held}, but the scenario has {moe_layers} MoE layer(s)", near=here)
+    if n_experts != scenario.router.experts:
+        add(
+            ("router", "experts"),
+            f"{held}, but router.experts is {scenario.router.experts}",
+            near=here,
+        )
+    if scenario.steps > n_steps:
+        add(
+            ("steps",),
+            f"{held}, but the scenario runs {scenario.steps} steps: set steps <= {n_steps}",
+            near=here,
+        )
+
+
+def checked_load_trace_once(file: str, format: str, expert_parallel: int | None) -> tuple:
+    """``(steps, layers, experts)`` of a trace, read once per file version (variants and sweep
+    runs re-validate the base)."""
+    path = Path(file)
+    stat = path.stat() if path.is_file() else None
+    signature = (stat.st_size, stat.st_mtime_ns) if stat else None
+    if path.is_dir():
+        signature = tuple(
+            (f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in sorted(path.iterdir())
+        )
+    return _checked_load_trace(file, format, expert_parallel, signature)
+
+
+@functools.lru_cache(maxsize=16)
+def _checked_load_trace(file: str, format: str, expert_parallel: int | None, signature) -> tuple:
+    from moesim.deployment.traces import MegatronLayout, check_load_trace
+
+    return check_load_trace(file, format, MegatronLayout(expert_parallel=expert_parallel))

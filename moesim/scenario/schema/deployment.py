@@ -115,6 +115,22 @@ class DeploymentConfig(_Section):
         le=1e6,
         description="Achieved TFLOP/s of one GPU on expert GEMMs (not the peak).",
     )
+    load_trace: str | None = Field(
+        None,
+        description="A per-expert load trace to replay instead of routing tokens (docs/eplb.md, "
+        "'Load traces'; relative to the scenario): each step's loads of each MoE layer come "
+        "from it; traffic needs token-level routing and is not reported.",
+    )
+    load_trace_format: Literal["auto", "megatron", "npy", "csv"] = Field(
+        "auto", description="The trace's format (`moesim trace eplb --format`)."
+    )
+    load_trace_expert_parallel: int | None = Field(
+        None,
+        ge=1,
+        le=65536,
+        description="Megatron traces: expert-parallel ranks (`moesim trace eplb "
+        "--expert-parallel`; null: every rank file is one).",
+    )
     overlap: bool = Field(
         True,
         description="Compute and communication overlap (DeepSeek-V3's DualPipe, two-batch "
