@@ -689,6 +689,9 @@ def _applicable_run_figures(path: Path) -> set[str]:
         names.add("drop_vs_capacity")
     if any(s.deployment.enabled for s in variants):
         names |= DEPLOYMENT_FIGURES
+    if all(s.deployment.enabled and s.deployment.load_trace for s in variants):
+        # A replayed load trace has per-expert counts only: no drops, traffic or token domains.
+        names -= {"drop_rate", "gpu_traffic", "tradeoff"}
     if any(s.router.algorithm in ("expert_choice", "sinkhorn") for s in variants):
         names.add("experts_per_token")
     if any(len(moe_layer_numbers(s)) > 1 for s in variants):
