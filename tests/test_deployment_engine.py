@@ -112,3 +112,13 @@ def test_many_layers_measure_each_layer_and_the_model():
     assert variant.deployment["gpu_layer_loads"].shape == (3, 4)
     rows = variant.history["layer"] == 2
     assert np.isfinite(variant.history["gpu_imbalance"][rows]).all()
+
+
+def test_plans_come_every_interval_and_none_after_the_last_step():
+    # Due after steps 4, 8 and 12 of 12: the last would serve no step, so it is neither made nor
+    # counted (nor its experts' moves).
+    scenario = small(placement="eplb", rebalance_window=4, rebalance_interval=4)
+    summary = moesim.simulate(moesim.load_scenario(scenario)).variants[0].summary
+    assert summary["rebalances"] == 2
+    longer = moesim.load_scenario({**scenario, "steps": 13})
+    assert moesim.simulate(longer).variants[0].summary["rebalances"] == 3
