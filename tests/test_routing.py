@@ -356,12 +356,13 @@ def test_negative_bias_with_groups_never_picks_masked_experts(dtype, score):
 @given(
     n_tokens=st.integers(1, 600),
     dim=st.integers(1, 40),
-    n_experts=st.integers(1, 70),
+    n_experts=st.integers(1, 140),
     dtype=st.sampled_from([np.float32, np.float64]),
     seed=st.integers(0, 2**32 - 1),
 )
 def test_router_logits_match_reference_bit_for_bit(n_tokens, dim, n_experts, dtype, seed):
-    """Token blocks, chunk tails and odd sizes all sum in the reference's order."""
+    """Token blocks, chunk tails, full and partial expert tiles (64 float32 or 32 float64
+    experts) and odd sizes all sum in the reference's order."""
     rng = np.random.default_rng(seed)
     tokens = rng.standard_normal((n_tokens, dim)).astype(dtype)
     centroids = rng.standard_normal((n_experts, dim)).astype(np.float32)
@@ -404,11 +405,12 @@ def test_an_unknown_routing_option_is_named_with_the_closest_one():
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_router_logits_small_cases_bit_for_bit(dtype):
-    """Blocks of 4 tokens, a block's tail and a second chunk (256 tokens a chunk), small enough
-    to run unjitted too (tests/test_unjitted.py)."""
+    """Blocks of 4 tokens, a block's tail, a second chunk (256 tokens a chunk), and a full
+    expert tile with a partial one (70 experts), small enough to run unjitted too
+    (tests/test_unjitted.py)."""
     rng = np.random.default_rng(11)
-    centroids = rng.standard_normal((5, 3)).astype(np.float32)
-    for n_tokens in (1, 3, 4, 9, 261):
+    for n_tokens, n_experts in ((1, 5), (3, 5), (4, 5), (9, 70), (261, 5)):
+        centroids = rng.standard_normal((n_experts, 3)).astype(np.float32)
         tokens = rng.standard_normal((n_tokens, 3)).astype(dtype)
         np.testing.assert_array_equal(
             router_logits(tokens, centroids), logits_reference(tokens, centroids), strict=True

@@ -4,7 +4,7 @@ not only as compiled code. Numba can accept code that Python rejects and the rev
 out-of-range index, a float where an int is needed), so the two must agree on these tests.
 
 Left out, as too slow unjitted (each would take minutes in Python loops): the hypothesis test of
-the router logits (``test_router_logits_match_reference_bit_for_bit``, up to 600 x 40 x 70
+the router logits (``test_router_logits_match_reference_bit_for_bit``, up to 600 x 40 x 140
 multiply-adds per example; its small fixed cases run instead), the thread-count test (it runs
 the engine) and the statistical drop-rate tests.
 

@@ -7,58 +7,80 @@ from numba import prange
 
 from moesim._jit import CHUNK_TOKENS, njit_parallel, quiet_blas_threads
 
+#: Bytes of one token's row of a register tile: 64 float32 or 32 float64 experts. A tile of
+#: 4 tokens is then 16 of AVX-512's 32 vector registers, which leaves room for the centroid
+#: row and the 4 token values (AVX2's 16 registers spill part of it, and it is still faster
+#: than accumulating in memory).
+TILE_ROW_BYTES = 256
+
 
 @njit_parallel
 def _logits_chunks(tokens, centroids_t, logits):
-    """``logits = tokens @ centroids_t`` for tokens (T, d) and centroids_t (d, E).
+    """``logits = tokens @ centroids_t[:, :E]`` for tokens (T, d), logits (T, E) and
+    centroids_t (d, E') zero-padded to ``E'`` a multiple of ``TILE_ROW_BYTES // itemsize``.
 
     Every logit is the sum over ``j = 0 .. d-1`` of ``tokens[t, j] * centroids_t[j, e]`` in that
     order, a multiply then an add (no fastmath, so no fused multiply-add), whatever the chunking
-    or the number of threads. The expert loop is innermost (it vectorises without fastmath), and
-    blocks of 4 tokens share each load of a centroid row: the row is read a quarter as often,
-    which is what bounds the single-token loop (20% faster, bit-identical). The 4 is spelled out
-    (four accumulator rows, four token values), not a parameter.
+    or the number of threads. The work is cut into tiles of 4 tokens by one row's worth of
+    experts (64 float32): the tile is summed over the whole ``j`` loop in registers and stored
+    once, so each step of ``j`` loads one centroid row segment and 4 token values and does
+    nothing but arithmetic (the tile, an accumulator in memory, used to be loaded and stored at
+    every ``j``: 3.6x slower at T=4096, d=64, E=256, docs/performance.md). LLVM keeps the tile in
+    registers only because its loops have a trip count known when compiling and it cannot alias
+    the inputs; the padded centroid columns let every tile be full (the padding's logits are
+    computed, and not stored). The 4 tokens are spelled out, not a parameter.
     No BLAS in the step loop: OpenBLAS's spinning threads would compete with Numba's for the
     cores, and its sums are not promised to be the same for every thread count.
     """
     n_tokens, dim = tokens.shape
-    n_experts = centroids_t.shape[1]
+    n_experts = logits.shape[1]
     for c in prange((n_tokens + CHUNK_TOKENS - 1) // CHUNK_TOKENS):
+        # Worked out inside the parallel body, where it is a constant of the compiled code (an
+        # empty array's itemsize is); outside, it would reach the body as a run-time argument.
+        width = TILE_ROW_BYTES // np.empty(0, logits.dtype).itemsize
         # Private accumulators: the compiler need not fear aliasing with the inputs.
-        accumulator = np.empty((4, n_experts), dtype=logits.dtype)
+        tile = np.empty((4, width), dtype=logits.dtype)
         start = c * CHUNK_TOKENS
         stop = min(n_tokens, start + CHUNK_TOKENS)
         t = start
         while t + 4 <= stop:
-            for e in range(n_experts):
-                accumulator[0, e] = 0.0
-                accumulator[1, e] = 0.0
-                accumulator[2, e] = 0.0
-                accumulator[3, e] = 0.0
-            for j in range(dim):
-                x0 = tokens[t, j]
-                x1 = tokens[t + 1, j]
-                x2 = tokens[t + 2, j]
-                x3 = tokens[t + 3, j]
-                for e in range(n_experts):
-                    weight = centroids_t[j, e]
-                    accumulator[0, e] += x0 * weight
-                    accumulator[1, e] += x1 * weight
-                    accumulator[2, e] += x2 * weight
-                    accumulator[3, e] += x3 * weight
-            for i in range(4):
-                for e in range(n_experts):
-                    logits[t + i, e] = accumulator[i, e]
+            first = 0  # the tile's first expert
+            while first < n_experts:
+                for e in range(width):
+                    tile[0, e] = 0.0
+                    tile[1, e] = 0.0
+                    tile[2, e] = 0.0
+                    tile[3, e] = 0.0
+                for j in range(dim):
+                    x0 = tokens[t, j]
+                    x1 = tokens[t + 1, j]
+                    x2 = tokens[t + 2, j]
+                    x3 = tokens[t + 3, j]
+                    for e in range(width):
+                        weight = centroids_t[j, first + e]
+                        tile[0, e] += x0 * weight
+                        tile[1, e] += x1 * weight
+                        tile[2, e] += x2 * weight
+                        tile[3, e] += x3 * weight
+                stored = min(width, n_experts - first)
+                for i in range(4):
+                    for e in range(stored):
+                        logits[t + i, first + e] = tile[i, e]
+                first += width
             t += 4
-        for last in range(t, stop):  # the chunk's last tokens, one at a time
-            for e in range(n_experts):
-                accumulator[0, e] = 0.0
-            for j in range(dim):
-                x0 = tokens[last, j]
-                for e in range(n_experts):
-                    accumulator[0, e] += x0 * centroids_t[j, e]
-            for e in range(n_experts):
-                logits[last, e] = accumulator[0, e]
+        while t < stop:  # the chunk's last tokens, one at a time, in a tile of one row
+            first = 0
+            while first < n_experts:
+                for e in range(width):
+                    tile[0, e] = 0.0
+                for j in range(dim):
+                    x0 = tokens[t, j]
+                    for e in range(width):
+                        tile[0, e] += x0 * centroids_t[j, first + e]
+                for e in range(min(width, n_experts - first)):
+                    logits[t, first + e] = tile[0, e]
+                first += width
+            t += 1
 
 
 def router_logits(tokens: np.ndarray, centroids: np.ndarray) -> np.ndarray:
@@ -68,8 +90,11 @@ def router_logits(tokens: np.ndarray, centroids: np.ndarray) -> np.ndarray:
     ``engine/paths.py``) are read in place: the kernel reads four tokens' ``j``-th values at a
     time, which sit side by side there; copying them to C order cost 0.8 ms at T=4096, d=64.
     """
-    centroids_t = np.ascontiguousarray(centroids.T, dtype=tokens.dtype)
-    logits = np.empty((tokens.shape[0], centroids.shape[0]), dtype=tokens.dtype)
+    n_experts, dim = centroids.shape
+    tile_width = TILE_ROW_BYTES // tokens.dtype.itemsize
+    centroids_t = np.zeros((dim, -(-n_experts // tile_width) * tile_width), dtype=tokens.dtype)
+    centroids_t[:, :n_experts] = centroids.T
+    logits = np.empty((tokens.shape[0], n_experts), dtype=tokens.dtype)
     if not tokens.flags.f_contiguous:
         tokens = np.ascontiguousarray(tokens)
     quiet_blas_threads()
