@@ -49,6 +49,19 @@ def njit_parallel(function):
 CHUNK_TOKENS = 256
 
 
+def has_avx512() -> bool:
+    """Whether Numba compiles for AVX-512 (32 vector registers of 64 bytes) on this machine.
+
+    Read from what Numba targets (``NUMBA_CPU_FEATURES``, else the host's features), which is
+    part of the key of every cached kernel, so a constant derived from it matches the cached
+    code that uses it.
+    """
+    from llvmlite import binding
+
+    features = numba.config.CPU_FEATURES or binding.get_host_cpu_features().flatten()
+    return "+avx512f" in features.split(",")
+
+
 def n_chunks_for(n_tokens: int) -> int:
     """Number of fixed work chunks for ``n_tokens`` tokens."""
     return max(1, -(-n_tokens // CHUNK_TOKENS))

@@ -5,27 +5,36 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from moesim._jit import CHUNK_TOKENS, njit_parallel, quiet_blas_threads
+from moesim._jit import CHUNK_TOKENS, has_avx512, njit_inline, njit_parallel, quiet_blas_threads
 
-#: Bytes of one token's row of a register tile: 64 float32 or 32 float64 experts. A tile of
-#: 4 tokens is then 16 of AVX-512's 32 vector registers, which leaves room for the centroid
-#: row and the 4 token values (AVX2's 16 registers spill part of it, and it is still faster
-#: than accumulating in memory).
-TILE_ROW_BYTES = 256
+#: Bytes of one token's row of a register tile. A tile of 4 tokens then fills half the vector
+#: registers: 16 of AVX-512's 32 (256 bytes: 64 float32 or 32 float64 experts), 8 of AVX2's 16
+#: (64 bytes), which leaves room for a centroid row segment and the 4 token values. A wider
+#: tile spills: compiled for AVX2, 256 bytes were 13% slower than accumulating in memory.
+TILE_ROW_BYTES = 256 if has_avx512() else 64
+
+
+@njit_inline
+def _tile_experts(itemsize):
+    """Experts of a tile row for values of ``itemsize`` bytes; at least 16, since LLVM unrolls
+    a loop of 8 into scalar code instead of vectorising it (float64 with AVX2: 3.7x slower).
+    A float64 tile of 16 fills AVX2's 16 registers and spills: 15% slower there than the
+    memory accumulator it replaced (docs/performance.md)."""
+    return max(16, TILE_ROW_BYTES // itemsize)
 
 
 @njit_parallel
 def _logits_chunks(tokens, centroids_t, logits):
     """``logits = tokens @ centroids_t[:, :E]`` for tokens (T, d), logits (T, E) and
-    centroids_t (d, E') zero-padded to ``E'`` a multiple of ``TILE_ROW_BYTES // itemsize``.
+    centroids_t (d, E') zero-padded to ``E'`` a multiple of ``_tile_experts(itemsize)``.
 
     Every logit is the sum over ``j = 0 .. d-1`` of ``tokens[t, j] * centroids_t[j, e]`` in that
     order, a multiply then an add (no fastmath, so no fused multiply-add), whatever the chunking
-    or the number of threads. The work is cut into tiles of 4 tokens by one row's worth of
-    experts (64 float32): the tile is summed over the whole ``j`` loop in registers and stored
+    or the number of threads. The work is cut into tiles of 4 tokens by a row of experts (64
+    float32 with AVX-512): the tile is summed over the whole ``j`` loop in registers and stored
     once, so each step of ``j`` loads one centroid row segment and 4 token values and does
     nothing but arithmetic (the tile, an accumulator in memory, used to be loaded and stored at
-    every ``j``: 3.6x slower at T=4096, d=64, E=256, docs/performance.md). LLVM keeps the tile in
+    every ``j``: 2-3x slower at T=4096, d=64, E=256, docs/performance.md). LLVM keeps the tile in
     registers only because its loops have a trip count known when compiling and it cannot alias
     the inputs; the padded centroid columns let every tile be full (the padding's logits are
     computed, and not stored). The 4 tokens are spelled out, not a parameter.
@@ -37,7 +46,7 @@ def _logits_chunks(tokens, centroids_t, logits):
     for c in prange((n_tokens + CHUNK_TOKENS - 1) // CHUNK_TOKENS):
         # Worked out inside the parallel body, where it is a constant of the compiled code (an
         # empty array's itemsize is); outside, it would reach the body as a run-time argument.
-        width = TILE_ROW_BYTES // np.empty(0, logits.dtype).itemsize
+        width = _tile_experts(np.empty(0, logits.dtype).itemsize)
         # Private accumulators: the compiler need not fear aliasing with the inputs.
         tile = np.empty((4, width), dtype=logits.dtype)
         start = c * CHUNK_TOKENS
@@ -91,7 +100,7 @@ def router_logits(tokens: np.ndarray, centroids: np.ndarray) -> np.ndarray:
     time, which sit side by side there; copying them to C order cost 0.8 ms at T=4096, d=64.
     """
     n_experts, dim = centroids.shape
-    tile_width = TILE_ROW_BYTES // tokens.dtype.itemsize
+    tile_width = _tile_experts(tokens.dtype.itemsize)
     centroids_t = np.zeros((dim, -(-n_experts // tile_width) * tile_width), dtype=tokens.dtype)
     centroids_t[:, :n_experts] = centroids.T
     logits = np.empty((tokens.shape[0], n_experts), dtype=tokens.dtype)
