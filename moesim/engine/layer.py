@@ -98,6 +98,7 @@ class MoELayer:
             extra_aux=self.deployment.learner_losses(),  # §10.5: V2's device losses
         )
         self.recorder = Recorder(scenario, spec, self.capacity, n_clusters=n_clusters)
+        self._logits: np.ndarray | None = None  # the step's logits, (T, E), reused
 
     def step(self, step: int, tokens, clusters, *, measure: bool, held_out=None):
         """Route step ``step``'s inputs ``tokens`` (T, d) through this layer, update its bias,
@@ -110,7 +111,9 @@ class MoELayer:
         """
         balancer, recorder, bias = self.balancer, self.recorder, self.balancer.bias
         router_input = self.router.router_input(tokens, step)  # §2.2: the input jitter
-        logits = router_logits(router_input, self.centroids)  # §2
+        # §2. One logits array per layer, reused every step (nothing keeps it past the step):
+        # see moesim.kernels.paths.run_advance_tokens for why.
+        logits = self._logits = router_logits(router_input, self.centroids, out=self._logits)
         # §2.1: noisy top-K routes on H = logits + noise; everything else on the logits.
         routing_logits = (
             logits if self.gate is None else self.gate.noisy_logits(router_input, logits, step)

@@ -58,15 +58,19 @@ class TokenPaths:
         self.key = int(seed.generate_state(1, np.uint32)[0])
         self.stream_version = stream_version
         self.noise_key = np.uint64(seed.generate_state(1, np.uint64)[0])  # version 2
+        self._outputs: dict[tuple[int, int], np.ndarray] = {}  # (boundary, stream) -> tokens
 
     def advance(self, tokens: np.ndarray, layer: int, step: int, stream: int = TRAINING):
         """Router inputs (T, d) of layer ``layer + 1`` from those of layer ``layer``.
 
         Keeps the dtype of ``tokens`` (float32 or float64); ``stream`` keeps the held-out
-        batch's noise apart from the training batch's.
+        batch's noise apart from the training batch's. At stream version 2 the array returned
+        is reused by the next call for the same ``layer`` and ``stream``: copy it to keep it.
         """
         if self.stream_version >= 2:
-            return run_advance_tokens(
+            # One output array per boundary and stream, reused every step (its values are
+            # only read until the next step): run_advance_tokens says why.
+            out = run_advance_tokens(
                 np.ascontiguousarray(tokens),
                 self.permutations[layer],
                 self.signs[layer].astype(tokens.dtype),
@@ -75,7 +79,10 @@ class TokenPaths:
                 stream,
                 layer,
                 step,
+                out=self._outputs.get((layer, stream)),
             )
+            self._outputs[layer, stream] = out
+            return out
         dtype = tokens.dtype
         moved = tokens[:, self.permutations[layer]] * self.signs[layer].astype(dtype)
         if self.noise_scale == 0.0:

@@ -92,18 +92,24 @@ def _logits_chunks(tokens, centroids_t, logits):
             t += 1
 
 
-def router_logits(tokens: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+def router_logits(
+    tokens: np.ndarray, centroids: np.ndarray, out: np.ndarray | None = None
+) -> np.ndarray:
     """Router logits ``Z = X W^T`` (T, E) in the tokens' dtype, computed by Numba.
 
     Tokens in Fortran order (a layer's inputs made by fancy indexing of the previous layer's,
     ``engine/paths.py``) are read in place: the kernel reads four tokens' ``j``-th values at a
     time, which sit side by side there; copying them to C order cost 0.8 ms at T=4096, d=64.
+    ``out``, a C-contiguous (T, E) array of the tokens' dtype, is written and returned when given
+    (the step loop keeps one per layer: see :func:`moesim.kernels.paths.run_advance_tokens`).
     """
     n_experts, dim = centroids.shape
     tile_width = _tile_experts(tokens.dtype.itemsize)
     centroids_t = np.zeros((dim, -(-n_experts // tile_width) * tile_width), dtype=tokens.dtype)
     centroids_t[:, :n_experts] = centroids.T
-    logits = np.empty((tokens.shape[0], n_experts), dtype=tokens.dtype)
+    shape = (tokens.shape[0], n_experts)
+    reusable = out is not None and out.shape == shape and out.dtype == tokens.dtype
+    logits = out if reusable and out.flags.c_contiguous else np.empty(shape, dtype=tokens.dtype)
     if not tokens.flags.f_contiguous:
         tokens = np.ascontiguousarray(tokens)
     quiet_blas_threads()
