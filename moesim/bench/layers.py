@@ -3,7 +3,9 @@ step (61 layers, the first three dense: 58 MoE layers of 256 experts, top-8, T=4
 
 Every layer routes, balances and counts on its own, and the token paths carry a step's tokens
 from layer to layer, so a step should cost about one token batch plus L times one layer: the
-seconds per step against L are fitted with a line, whose slope is the cost of a layer.
+seconds per step against L are fitted with a line, whose slope is the cost of a layer. A step's
+seconds are marginal (a run minus a one-step run, :func:`~moesim.bench.step.time_steps`):
+building a run of many layers is not stepping.
 
 The token-path update alone (:func:`bench_token_paths`): stream version 2's kernel
 (``moesim/kernels/paths.py``) against stream version 1's NumPy update and the kernel's NumPy twin
@@ -82,7 +84,7 @@ def bench_layers(
     deepseek_tokens: int,
     deepseek_layers: int = DEEPSEEK_V3_LAYERS,
     deepseek_dense: int = DEEPSEEK_V3_DENSE,
-    deepseek_steps: int = 2,
+    deepseek_steps: int = 3,
     paths_repeats: int = 20,
 ) -> dict:
     """Seconds per step for each L of ``layer_counts`` (T = ``n_tokens``), the line through
@@ -91,7 +93,8 @@ def bench_layers(
     (:func:`bench_token_paths`, ``paths_repeats`` calls)."""
     rows = []
     for layers in layer_counts:
-        timing = time_steps(layered_scenario(n_tokens, layers, steps=steps), repeats=repeats)
+        scenario = layered_scenario(n_tokens, layers, steps=steps)
+        timing = time_steps(scenario, repeats=repeats, marginal=True)
         rows.append({"layers": layers, "step": timing, "steps_per_second": 1 / timing["median"]})
     seconds = np.array([row["step"]["median"] for row in rows])
     counts = np.array(layer_counts, dtype=float)
@@ -100,7 +103,7 @@ def bench_layers(
     deepseek = layered_scenario(
         deepseek_tokens, deepseek_layers, dense=deepseek_dense, steps=deepseek_steps
     )
-    timing = time_steps(deepseek, repeats=1)
+    timing = time_steps(deepseek, repeats=1, marginal=True)
     return {
         "tokens": n_tokens,
         "rows": rows,

@@ -10,22 +10,37 @@ from __future__ import annotations
 
 import numpy as np
 
-from moesim.bench.common import DEEPSEEK_V3_EXPERTS, step_scenario, time_call
+from moesim.bench.common import DEEPSEEK_V3_EXPERTS, step_scenario, summarize_samples, time_call
 
 #: Width of the token vectors (``tokens.dim`` of :func:`step_scenario`).
 STEP_DIM = 64
 
 
-def time_steps(scenario_dict: dict, *, repeats: int) -> dict:
-    """Seconds per step of ``simulate_variant`` (median over repeats; one warm-up run)."""
+def time_steps(scenario_dict: dict, *, repeats: int, marginal: bool = False) -> dict:
+    """Seconds per step of ``simulate_variant`` (median over repeats; one warm-up run).
+
+    With ``marginal``, the cost of a step once the run is built: each sample is a run of the
+    scenario's steps minus a one-step run, over the steps between. Building a run (every
+    layer's centroids, learner, recorder and first arrays) is otherwise counted as stepping,
+    which at a few steps of many layers is most of the time measured.
+    """
     from moesim.engine import simulate_variant
     from moesim.scenario import load_scenario
 
     scenario = load_scenario(scenario_dict)
+    one_step = load_scenario({**scenario_dict, "steps": 1})
     simulate_variant(load_scenario({**scenario_dict, "steps": 2}))  # warm-up: compile, caches
-    timing = time_call(lambda: simulate_variant(scenario), repeats=repeats, warmup=0)
     steps = scenario.steps
-    return {"median": timing["median"] / steps, "iqr": timing["iqr"] / steps, "repeats": repeats}
+    if not marginal or steps < 2:
+        timing = time_call(lambda: simulate_variant(scenario), repeats=repeats, warmup=0)
+        return {"median": timing["median"] / steps, "iqr": timing["iqr"] / steps,
+                "repeats": repeats}  # fmt: skip
+    samples = []
+    for _ in range(repeats):
+        built = time_call(lambda: simulate_variant(one_step), repeats=1, warmup=0)["median"]
+        whole = time_call(lambda: simulate_variant(scenario), repeats=1, warmup=0)["median"]
+        samples.append(max(whole - built, 0.0) / (steps - 1))
+    return summarize_samples(samples)
 
 
 def bench_step(n_tokens: int, *, steps: int, repeats: int) -> dict:
