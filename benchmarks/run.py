@@ -24,8 +24,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2, help="Threads for Numba/torch/BLAS.")
     parser.add_argument(
         "--sections",
-        default="routing,step,scaling,startup,memory,layers,noisy",
-        help="Comma-separated subset of routing,step,scaling,startup,memory,layers,noisy.",
+        default="routing,step,routers,scaling,startup,memory,layers,noisy",
+        help="Comma-separated subset of routing,step,routers,scaling,startup,memory,layers,noisy.",
     )
     parser.add_argument(
         "--memory-steps",

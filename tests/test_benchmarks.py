@@ -32,3 +32,14 @@ def test_suite_entry_point_writes_chosen_sections(tmp_path, monkeypatch):
     arguments = ["--tiny", "--threads", "1", "--sections", "routing", "--output", str(out)]
     assert load_script("run").main(arguments) == 0
     assert set(json.loads(out.read_text())) == {"meta", "routing", "goals"}
+
+
+def test_make_bench_and_moesim_bench_run_every_section_by_default():
+    import inspect
+
+    from moesim.bench import SECTIONS
+    from moesim.cli.bench import bench_command
+
+    assert load_script("run").parse_args([]).sections.split(",") == list(SECTIONS)
+    default = inspect.signature(bench_command).parameters["sections"].default
+    assert default.split(",") == list(SECTIONS)

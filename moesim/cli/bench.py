@@ -27,9 +27,10 @@ def bench_command(
     sections: Annotated[
         str,
         typer.Option(
-            help="Comma-separated subset of routing,step,scaling,startup,memory,layers,noisy."
+            help="Comma-separated subset of routing,step,routers,scaling,startup,memory,layers,"
+            "noisy."
         ),
-    ] = "routing,step,scaling,startup,memory,layers,noisy",
+    ] = "routing,step,routers,scaling,startup,memory,layers,noisy",
     memory_steps: Annotated[
         int | None,
         typer.Option(min=1, help="Steps of the memory run (1000000 measures the goal itself)."),
