@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from moesim import route, routing_step
 from moesim.kernels.numerics import NORMALIZE_EPS
 from moesim.kernels.routing import ROUTER_OPTIONS, resolve_router_spec, router_logits
+from moesim.kernels.selection import _RANKED_CANDIDATES_MAX
 from moesim.reference import logits_reference, route_reference, selection_reference
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -216,6 +217,26 @@ def test_candidate_bounds_keep_exact_top_k(dtype, n_experts, n_groups, topk_grou
     for b in (None, bias):
         indices, _ = route(logits, b, **kwargs)
         ref_indices, _ = route_reference(logits, b, **kwargs)
+        np.testing.assert_array_equal(indices, ref_indices)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_candidates_ranked_or_inserted_alike(dtype):
+    """Up to ``_RANKED_CANDIDATES_MAX`` candidates are ranked by counting, more go through
+    sorted inserts: rows whose best score is shared by 1 to E experts put the number of
+    candidates on both sides of that limit, and must give the reference's experts."""
+    rng = np.random.default_rng(5)
+    n_experts = 64
+    assert 8 < _RANKED_CANDIDATES_MAX < n_experts
+    logits = np.empty((n_experts, n_experts), dtype=dtype)
+    for n_best in range(1, n_experts + 1):
+        row = rng.permutation(n_experts) / n_experts  # distinct values below the best
+        row[rng.choice(n_experts, n_best, replace=False)] = 1.0
+        logits[n_best - 1] = row
+    for groups in ({}, {"n_groups": 8, "topk_groups": 4, "group_score_topk": 1}):
+        kwargs = {"top_k": 8, "score": "softmax_after_topk", **groups}
+        indices, _ = route(logits, **kwargs)
+        ref_indices, _ = route_reference(logits, **kwargs)
         np.testing.assert_array_equal(indices, ref_indices)
 
 

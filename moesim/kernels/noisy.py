@@ -30,7 +30,8 @@ from moesim._jit import CHUNK_TOKENS, n_chunks_for, njit, njit_inline, njit_para
 from moesim.kernels.checks import check_finite, check_integer
 from moesim.kernels.learning import _aux_and_z_loss_row, _reward_gradient_row
 from moesim.kernels.numerics import shifted_exp, sigmoid, softmax_normalizer_at
-from moesim.kernels.routing import SCORE_SOFTMAX_AFTER_TOPK, _insert_descending
+from moesim.kernels.routing import SCORE_SOFTMAX_AFTER_TOPK
+from moesim.kernels.selection import _insert_descending
 from moesim.tokens import _next_normal_pair, _stream_state
 
 #: Stream tag of the gate noise (the token stream uses 1 and 2 under another key).

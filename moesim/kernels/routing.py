@@ -2,7 +2,8 @@
 
 Three layers, as in the rest of ``moesim.kernels``:
 
-* ``_route_row``: one token, serial, the whole of the routing semantics in one place;
+* ``_route_chunk``: a fixed chunk of tokens, serial, one token at a time: the whole of the
+  routing semantics in one place (the top-K helpers are ``selection.py``'s);
 * ``_route_chunks``: the parallel driver, ``prange`` over fixed chunks of tokens, each chunk with
   its own scratch buffers and its own row of per-expert counts (no shared mutable state);
 * ``route`` (public): validates arguments (``router_spec.py``: the options, their defaults and
@@ -21,9 +22,10 @@ to the input's dtype. The score math (sigmoid, softmax, the row ``exp``) lives i
 vectorisable one, within 3 ulp of libm's in float64; rounded to float32 the scores agree with
 libm-based ones.
 
-Speed (docs/performance.md): the per-token routines are inlined by Numba (``njit_inline``), the
-exponentials of a row are computed in SIMD loops, and the top-K search only sorts the few experts
-at or above a cheap lower bound of the K-th best score.
+Speed (docs/performance.md): the per-token routines are inlined by Numba (``njit_inline``) and
+take few arrays each (see ``_route_chunk``), the exponentials of a row are computed in SIMD
+loops, and the top-K search only ranks the few experts at or above a cheap lower bound of the
+K-th best score.
 """
 
 from __future__ import annotations
@@ -65,29 +67,17 @@ from moesim.kernels.router_spec import (  # noqa: F401
     prepare_routing,
     resolve_router_spec,
 )
-
-
-@njit
-def _insert_descending(value, index, top_values, top_indices, filled, capacity):
-    """Insert ``(value, index)`` into a buffer kept in descending order of value.
-
-    Callers insert candidates in increasing ``index`` order; an equal value then never displaces
-    an earlier one, which is what makes ties go to the lower index. Returns the new fill level.
-    """
-    if filled == capacity:
-        if not value > top_values[capacity - 1]:
-            return filled
-        position = capacity - 1
-    else:
-        position = filled
-        filled += 1
-    while position > 0 and value > top_values[position - 1]:
-        top_values[position] = top_values[position - 1]
-        top_indices[position] = top_indices[position - 1]
-        position -= 1
-    top_values[position] = value
-    top_indices[position] = index
-    return filled
+from moesim.kernels.selection import (
+    _RANKED_CANDIDATES_MAX,
+    _compact_at_least,
+    _gather_at_least,
+    _group_top_two,
+    _insert_descending,
+    _keep_groups,
+    _lower_bound_of_kth,
+    _rank_candidates,
+    _select_row_nan_fallback,
+)
 
 
 @njit_inline
@@ -135,207 +125,6 @@ def _gate_weights(logit_row, scores, indices, score_code, normalize, route_scale
             weights_out[k] = np.float64(weights_out[k]) * route_scale
 
 
-@njit_inline
-def _group_top_two(selection, n_groups, group_size, group_first, group_second):
-    """Best and second-best value of ``S'`` in each group (branch-free running max/min)."""
-    for g in range(n_groups):
-        start = g * group_size
-        first = max(selection[start], selection[start + 1])
-        second = min(selection[start], selection[start + 1])
-        for e in range(start + 2, start + group_size):
-            value = selection[e]
-            second = max(second, min(first, value))
-            first = max(first, value)
-        group_first[g] = first
-        group_second[g] = second
-
-
-@njit_inline
-def _gather_at_least(selection, start, stop, threshold, cand_values, cand_ids, n_candidates):
-    """Append experts ``start..stop-1`` whose ``S'`` is ``>= threshold`` (branch-free)."""
-    for e in range(start, stop):
-        value = selection[e]
-        cand_values[n_candidates] = value
-        cand_ids[n_candidates] = e
-        n_candidates += value >= threshold
-    return n_candidates
-
-
-@njit_inline
-def _compact_at_least(values, ids, n_values, threshold):
-    """Keep, in place and in order, the entries of ``values[:n_values]`` ``>= threshold``."""
-    kept = 0
-    for i in range(n_values):
-        value = values[i]
-        values[kept] = value
-        ids[kept] = ids[i]
-        kept += value >= threshold
-    return kept
-
-
-@njit_inline
-def _lower_bound_of_kth(values, n_values, top_k):
-    """A value ``<=`` the ``top_k``-th largest of ``values[:n_values]`` (needs top_k <= n).
-
-    The maxima of ``top_k`` disjoint blocks are ``top_k`` distinct elements, so the smallest of
-    them cannot exceed the ``top_k``-th largest element.
-    """
-    bound = values[0]
-    for block in range(top_k):
-        start = (block * n_values) // top_k
-        stop = ((block + 1) * n_values) // top_k
-        block_max = values[start]
-        for i in range(start + 1, stop):
-            block_max = max(block_max, values[i])
-        bound = block_max if block == 0 else min(bound, block_max)
-    return bound
-
-
-#: Up to this many groups, the kept groups are found by counting ranks (G^2 branch-free
-#: comparisons; 3x faster than sorted inserts at G = 8), beyond it by sorted inserts.
-_RANKED_GROUPS_MAX = 32
-
-
-@njit_inline
-def _keep_groups(group_scores, topk_groups, kept_groups, kept_group_scores):
-    """Write the ids of the ``topk_groups`` best groups to ``kept_groups``, in increasing id
-    (so that experts are offered in increasing id: the ties rule); ties go to the lower id.
-
-    A NaN group score ranks first and never outranks another, so at least ``topk_groups``
-    groups qualify and only the first ``topk_groups`` of them are used.
-    """
-    n_groups = group_scores.shape[0]
-    if n_groups <= _RANKED_GROUPS_MAX:
-        n_kept = 0
-        for g in range(n_groups):
-            value = group_scores[g]
-            rank = 0
-            for h in range(n_groups):
-                other = group_scores[h]
-                rank += (other > value) | ((other == value) & (h < g))
-            kept_groups[n_kept] = g
-            n_kept += rank < topk_groups
-        return
-    filled = 0
-    for g in range(n_groups):
-        filled = _insert_descending(
-            group_scores[g], g, kept_group_scores, kept_groups, filled, topk_groups
-        )
-    for j in range(1, topk_groups):  # insertion sort by id
-        group = kept_groups[j]
-        i = j - 1
-        while i >= 0 and kept_groups[i] > group:
-            kept_groups[i + 1] = kept_groups[i]
-            i -= 1
-        kept_groups[i + 1] = group
-
-
-@njit_inline
-def _select_row(selection, top_k, n_groups, topk_groups, group_score_topk, scratch, out_indices):
-    """Group-limited top-K over one token's selection scores ``S' = S + b``.
-
-    With ``n_groups > 1`` a group's score is the sum of its ``group_score_topk`` best values of
-    ``S'``; the ``topk_groups`` best groups are kept and every expert outside them is out of the
-    race (equivalent to masking with -inf). Writes expert ids in descending order of ``S'``
-    (ties: lower id first) and returns nothing.
-
-    Speed: rather than offering all experts to a sorted buffer (a mispredicted branch on most
-    inserts), a cheap lower bound of the K-th best value filters the candidates first; only the
-    few experts at or above it, in increasing id, go through the sorted insert. The result is
-    the same, ties included, since every expert of the top K is at or above the bound.
-    """
-    n_experts = selection.shape[0]
-    cand_values = scratch.cand_values
-    cand_ids = scratch.cand_ids
-    if n_groups == 1:
-        threshold = _lower_bound_of_kth(selection, n_experts, top_k)
-        n_candidates = _gather_at_least(
-            selection, 0, n_experts, threshold, cand_values, cand_ids, 0
-        )
-    else:
-        group_size = n_experts // n_groups
-        group_scores = scratch.group_scores
-        group_first = scratch.group_first
-        group_second = scratch.group_second
-        kept_groups = scratch.kept_groups
-        if group_size >= 2:
-            _group_top_two(selection, n_groups, group_size, group_first, group_second)
-        else:
-            for g in range(n_groups):
-                group_first[g] = selection[g]
-        for g in range(n_groups):
-            if group_score_topk == 1:
-                group_scores[g] = group_first[g]
-            elif group_score_topk == 2:
-                group_scores[g] = group_first[g] + group_second[g]
-            else:
-                filled = 0
-                for e in range(g * group_size, (g + 1) * group_size):
-                    filled = _insert_descending(
-                        selection[e],
-                        e,
-                        scratch.group_values,
-                        scratch.group_members,
-                        filled,
-                        group_score_topk,
-                    )
-                group_score = scratch.group_values[0]
-                for j in range(1, group_score_topk):
-                    group_score += scratch.group_values[j]
-                group_scores[g] = group_score
-        _keep_groups(group_scores, topk_groups, kept_groups, scratch.kept_group_scores)
-        if group_size >= 2 and 2 * topk_groups >= top_k:
-            # The best two of every kept group are 2 * topk_groups >= K distinct experts.
-            threshold = group_second[kept_groups[0]]
-            for j in range(1, topk_groups):
-                threshold = min(threshold, group_second[kept_groups[j]])
-        elif topk_groups >= top_k:
-            threshold = group_first[kept_groups[0]]
-            for j in range(1, topk_groups):
-                threshold = min(threshold, group_first[kept_groups[j]])
-        else:
-            # No bound from the groups: take every kept expert, then bound them by blocks.
-            threshold = group_first[kept_groups[0]]
-            for j in range(topk_groups):
-                g = kept_groups[j]
-                for e in range(g * group_size, (g + 1) * group_size):
-                    threshold = min(threshold, selection[e])
-        n_candidates = 0
-        for j in range(topk_groups):
-            g = kept_groups[j]
-            n_candidates = _gather_at_least(
-                selection,
-                g * group_size,
-                (g + 1) * group_size,
-                threshold,
-                cand_values,
-                cand_ids,
-                n_candidates,
-            )
-        if not (2 * topk_groups >= top_k and group_size >= 2) and topk_groups < top_k:
-            threshold = _lower_bound_of_kth(cand_values, n_candidates, top_k)
-            n_candidates = _compact_at_least(cand_values, cand_ids, n_candidates, threshold)
-    best_values = scratch.best_values
-    filled = 0
-    for i in range(n_candidates):
-        filled = _insert_descending(
-            cand_values[i], cand_ids[i], best_values, out_indices, filled, top_k
-        )
-    if filled < top_k:
-        # Only NaN scores get here (no bound holds for them; the public API rejects NaN, the
-        # engine's hot path does not check). Offer every kept expert, so that every slot still
-        # holds a valid expert id and nothing downstream indexes out of bounds.
-        group_size = n_experts // n_groups
-        kept_groups = scratch.kept_groups
-        filled = 0
-        for j in range(topk_groups if n_groups > 1 else 1):
-            g = kept_groups[j] if n_groups > 1 else 0
-            for e in range(g * group_size, (g + 1) * group_size):
-                filled = _insert_descending(
-                    selection[e], e, best_values, out_indices, filled, top_k
-                )
-
-
 class _Scratch(NamedTuple):
     scores: np.ndarray
     selection: np.ndarray
@@ -353,6 +142,7 @@ class _Scratch(NamedTuple):
     group_scores: np.ndarray
     kept_group_scores: np.ndarray
     kept_groups: np.ndarray
+    ranked_ids: np.ndarray
 
 
 @njit
@@ -376,58 +166,167 @@ def _make_scratch(dtype_example, n_experts, top_k, n_groups, group_score_topk):
         np.empty(n_groups, dtype),
         np.empty(n_groups, dtype),
         np.empty(n_groups, np.int64),
-    )
-
-
-@njit_inline
-def _route_row(logit_row, bias, has_bias, spec, scratch, out_indices, out_weights):
-    """Route one token: scores, selection with bias and groups, gate weights."""
-    if spec.float32_scores and spec.score_code == SCORE_SIGMOID:
-        sigmoid_row_float32(logit_row, scratch.scores, scratch.exp_work32, scratch.exponent_bits32)
-    else:
-        _scores_row(
-            logit_row, spec.score_code, scratch.scores, scratch.exp_work, scratch.exponent_bits
-        )
-    selection = scratch.selection
-    if has_bias and spec.multiplicative_bias:
-        for e in range(selection.shape[0]):
-            selection[e] = scratch.scores[e] * bias[e]
-    elif has_bias:
-        for e in range(selection.shape[0]):
-            selection[e] = scratch.scores[e] + bias[e]
-    else:
-        for e in range(selection.shape[0]):
-            selection[e] = scratch.scores[e]
-    _select_row(
-        selection,
-        spec.top_k,
-        spec.n_groups,
-        spec.topk_groups,
-        spec.group_score_topk,
-        scratch,
-        out_indices,
-    )
-    _gate_weights(
-        logit_row,
-        scratch.scores,
-        out_indices,
-        spec.score_code,
-        spec.normalize,
-        spec.route_scale,
-        out_weights,
+        np.empty(n_experts, np.int64),
     )
 
 
 @njit
 def _route_chunk(logits, bias, has_bias, spec, indices, weights, counts, start, stop):
-    """Route tokens ``start..stop-1`` serially and add their assignments to ``counts`` (E,)."""
+    """Route tokens ``start..stop-1`` serially and add their assignments to ``counts`` (E,).
+
+    The whole of the routing semantics, one token at a time: scores, selection scores
+    ``S' = S + b`` (or ``S * b``), group-limited top-K, gate weights.
+
+    Selection: with ``n_groups > 1`` a group's score is the sum of its ``group_score_topk``
+    best values of ``S'``; the ``topk_groups`` best groups are kept and every expert outside
+    them is out of the race (equivalent to masking with -inf). Experts are written in
+    descending order of ``S'``, ties to the lower id. Rather than offering all experts to a
+    sorted buffer (a mispredicted branch on most inserts), a cheap lower bound of the K-th best
+    value filters the candidates first; only the few experts at or above it, in increasing id,
+    are ranked. The result is the same, ties included, since every expert of the top K is at or
+    above the bound.
+
+    Speed: the per-token code is written out here, its helpers take only a few arrays each,
+    and the scratch buffers are unpacked once, before the loop. Every array an inlined
+    per-token routine receives costs two atomic reference-count updates per token when its
+    body branches (Numba's pruning of them gives up); a routine taking the tuple of buffers,
+    or a dozen of them, spent a third to a half of the routing time on those updates.
+    """
     scratch = _make_scratch(
         logits[0, :1], logits.shape[1], spec.top_k, spec.n_groups, spec.group_score_topk
     )
+    scores = scratch.scores
+    selection = scratch.selection
+    exp_work = scratch.exp_work
+    exponent_bits = scratch.exponent_bits
+    exp_work32 = scratch.exp_work32
+    exponent_bits32 = scratch.exponent_bits32
+    cand_values = scratch.cand_values
+    cand_ids = scratch.cand_ids
+    ranked_ids = scratch.ranked_ids
+    best_values = scratch.best_values
+    group_first = scratch.group_first
+    group_second = scratch.group_second
+    group_scores = scratch.group_scores
+    kept_group_scores = scratch.kept_group_scores
+    kept_groups = scratch.kept_groups
+    group_values = scratch.group_values
+    group_members = scratch.group_members
+    n_experts = logits.shape[1]
+    top_k = spec.top_k
+    n_groups = spec.n_groups
+    topk_groups = spec.topk_groups
+    group_score_topk = spec.group_score_topk
     for t in range(start, stop):
-        _route_row(logits[t], bias, has_bias, spec, scratch, indices[t], weights[t])
-        for k in range(spec.top_k):
-            counts[indices[t, k]] += 1
+        logit_row = logits[t]
+        out_indices = indices[t]
+        if spec.float32_scores and spec.score_code == SCORE_SIGMOID:
+            sigmoid_row_float32(logit_row, scores, exp_work32, exponent_bits32)
+        else:
+            _scores_row(logit_row, spec.score_code, scores, exp_work, exponent_bits)
+        if has_bias and spec.multiplicative_bias:
+            for e in range(n_experts):
+                selection[e] = scores[e] * bias[e]
+        elif has_bias:
+            for e in range(n_experts):
+                selection[e] = scores[e] + bias[e]
+        else:
+            for e in range(n_experts):
+                selection[e] = scores[e]
+        if n_groups == 1:
+            threshold = _lower_bound_of_kth(selection, n_experts, top_k)
+            n_candidates = _gather_at_least(
+                selection, 0, n_experts, threshold, cand_values, cand_ids, 0
+            )
+        else:
+            group_size = n_experts // n_groups
+            if group_size >= 2:
+                _group_top_two(selection, n_groups, group_size, group_first, group_second)
+            else:
+                for g in range(n_groups):
+                    group_first[g] = selection[g]
+            if group_score_topk == 1:
+                for g in range(n_groups):
+                    group_scores[g] = group_first[g]
+            elif group_score_topk == 2:
+                for g in range(n_groups):
+                    group_scores[g] = group_first[g] + group_second[g]
+            else:
+                for g in range(n_groups):
+                    filled = 0
+                    for e in range(g * group_size, (g + 1) * group_size):
+                        filled = _insert_descending(
+                            selection[e],
+                            e,
+                            group_values,
+                            group_members,
+                            filled,
+                            group_score_topk,
+                        )
+                    group_score = group_values[0]
+                    for j in range(1, group_score_topk):
+                        group_score += group_values[j]
+                    group_scores[g] = group_score
+            _keep_groups(group_scores, topk_groups, kept_groups, kept_group_scores)
+            if group_size >= 2 and 2 * topk_groups >= top_k:
+                # The best two of every kept group are 2 * topk_groups >= K distinct experts.
+                threshold = group_second[kept_groups[0]]
+                for j in range(1, topk_groups):
+                    threshold = min(threshold, group_second[kept_groups[j]])
+            elif topk_groups >= top_k:
+                threshold = group_first[kept_groups[0]]
+                for j in range(1, topk_groups):
+                    threshold = min(threshold, group_first[kept_groups[j]])
+            else:
+                # No bound from the groups: take every kept expert, then bound them by blocks.
+                threshold = group_first[kept_groups[0]]
+                for j in range(topk_groups):
+                    g = kept_groups[j]
+                    for e in range(g * group_size, (g + 1) * group_size):
+                        threshold = min(threshold, selection[e])
+            n_candidates = 0
+            for j in range(topk_groups):
+                g = kept_groups[j]
+                n_candidates = _gather_at_least(
+                    selection,
+                    g * group_size,
+                    (g + 1) * group_size,
+                    threshold,
+                    cand_values,
+                    cand_ids,
+                    n_candidates,
+                )
+            if not (2 * topk_groups >= top_k and group_size >= 2) and topk_groups < top_k:
+                threshold = _lower_bound_of_kth(cand_values, n_candidates, top_k)
+                n_candidates = _compact_at_least(cand_values, cand_ids, n_candidates, threshold)
+        if n_candidates <= _RANKED_CANDIDATES_MAX:
+            _rank_candidates(cand_values, cand_ids, n_candidates, ranked_ids)
+            filled = min(n_candidates, top_k)
+            for k in range(filled):
+                out_indices[k] = ranked_ids[k]
+        else:
+            filled = 0
+            for i in range(n_candidates):
+                filled = _insert_descending(
+                    cand_values[i], cand_ids[i], best_values, out_indices, filled, top_k
+                )
+        if filled < top_k:
+            # Only NaN scores get here (no bound holds for them; the public API rejects NaN, the
+            # engine's hot path does not check). A call, not inlined: a rare path.
+            _select_row_nan_fallback(
+                selection, top_k, n_groups, topk_groups, kept_groups, best_values, out_indices
+            )
+        _gate_weights(
+            logit_row,
+            scores,
+            out_indices,
+            spec.score_code,
+            spec.normalize,
+            spec.route_scale,
+            weights[t],
+        )
+        for k in range(top_k):
+            counts[out_indices[k]] += 1
 
 
 @njit_parallel

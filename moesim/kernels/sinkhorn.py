@@ -26,7 +26,7 @@ from moesim._jit import CHUNK_TOKENS, n_chunks_for, njit_parallel
 from moesim.kernels.checks import check_integer
 from moesim.kernels.numerics import sigmoid_row, softmax_row
 from moesim.kernels.router_spec import _check_logits
-from moesim.kernels.routing import _insert_descending
+from moesim.kernels.selection import _insert_descending
 
 #: Megatron-Core's defaults.
 SINKHORN_TOLERANCE = 1e-4
