@@ -103,7 +103,7 @@ def bench_layers(
     deepseek = layered_scenario(
         deepseek_tokens, deepseek_layers, dense=deepseek_dense, steps=deepseek_steps
     )
-    timing = time_steps(deepseek, repeats=1, marginal=True)
+    timing = time_steps(deepseek, repeats=3, marginal=True)
     return {
         "tokens": n_tokens,
         "rows": rows,
