@@ -26,23 +26,12 @@ import numpy as np
 from numba import prange
 
 from moesim._jit import CHUNK_TOKENS, njit, njit_parallel
-from moesim.kernels.normals import normal_pairs_v2
+from moesim.kernels.normals import _GOLDEN, _MIX_1, _mix64, normal_pairs_v2  # SplitMix64's
 
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_MIX_1 = np.uint64(0xBF58476D1CE4E5B9)
-_MIX_2 = np.uint64(0x94D049BB133111EB)
 _TWO_POW_MINUS_53 = 1.0 / 9007199254740992.0
 #: Stream tags, so that a sequence's stream never equals a token's.
 _TAG_TOKEN = np.uint64(1)
 _TAG_SEQUENCE = np.uint64(2)
-
-
-@njit
-def _mix64(z):
-    """SplitMix64 finaliser: a bijective avalanche of a 64-bit integer."""
-    z = (z ^ (z >> np.uint64(30))) * _MIX_1
-    z = (z ^ (z >> np.uint64(27))) * _MIX_2
-    return z ^ (z >> np.uint64(31))
 
 
 @njit

@@ -63,7 +63,8 @@ _COS_10 = _F(-1.0 / 3628800.0)
 
 @njit_inline
 def _mix64(z):
-    """SplitMix64 finaliser (the same as stream version 1's)."""
+    """SplitMix64 finaliser: a bijective avalanche of a 64-bit integer (both stream versions'
+    counter streams, :mod:`moesim.tokens`, and the path noise use this one)."""
     z = (z ^ (z >> np.uint64(30))) * _MIX_1
     z = (z ^ (z >> np.uint64(27))) * _MIX_2
     return z ^ (z >> np.uint64(31))

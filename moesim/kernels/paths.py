@@ -34,10 +34,9 @@ from numba import prange
 
 from moesim._jit import CHUNK_TOKENS, n_chunks_for, njit, njit_parallel
 from moesim.kernels.checks import check_integer, check_real
-from moesim.kernels.normals import normal_pairs_v2
-from moesim.tokens import _mix64, _stream_state
+from moesim.kernels.normals import _GOLDEN, _mix64, normal_pairs_v2
+from moesim.tokens import _stream_state
 
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 #: Stream tag of the path noise. Its key is the paths' own, so its streams are apart from the
 #: token stream's anyway; the tag keeps them apart from the other tagged kinds all the same.
 TAG_PATH_NOISE = np.uint64(4)
