@@ -99,6 +99,18 @@ _RANKED_GROUPS_MAX = 32
 
 
 @njit_inline
+def _rank(values, n, i):
+    """Rank of ``values[i]`` among ``values[:n]`` in descending order, ties to the lower index:
+    how many are larger, plus how many earlier ones are equal (branch-free comparisons)."""
+    value = values[i]
+    rank = 0
+    for j in range(n):
+        other = values[j]
+        rank += (other > value) | ((other == value) & (j < i))
+    return rank
+
+
+@njit_inline
 def _keep_groups(group_scores, topk_groups, kept_groups, kept_group_scores):
     """Write the ids of the ``topk_groups`` best groups to ``kept_groups``, in increasing id
     (so that experts are offered in increasing id: the ties rule); ties go to the lower id.
@@ -110,13 +122,8 @@ def _keep_groups(group_scores, topk_groups, kept_groups, kept_group_scores):
     if n_groups <= _RANKED_GROUPS_MAX:
         n_kept = 0
         for g in range(n_groups):
-            value = group_scores[g]
-            rank = 0
-            for h in range(n_groups):
-                other = group_scores[h]
-                rank += (other > value) | ((other == value) & (h < g))
             kept_groups[n_kept] = g
-            n_kept += rank < topk_groups
+            n_kept += _rank(group_scores, n_groups, g) < topk_groups
         return
     filled = 0
     for g in range(n_groups):
@@ -147,12 +154,7 @@ def _rank_candidates(cand_values, cand_ids, n_candidates, ranked_ids):
     ``0..n_candidates-1`` and the first K equal what sorted inserts would keep.
     """
     for i in range(n_candidates):
-        value = cand_values[i]
-        rank = 0
-        for j in range(n_candidates):
-            other = cand_values[j]
-            rank += (other > value) | ((other == value) & (j < i))
-        ranked_ids[rank] = cand_ids[i]
+        ranked_ids[_rank(cand_values, n_candidates, i)] = cand_ids[i]
 
 
 @njit
