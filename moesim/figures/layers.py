@@ -8,7 +8,7 @@ from matplotlib import colors as mcolors
 from matplotlib import ticker
 from matplotlib.figure import Figure
 
-from moesim.figures.run import require_loads, require_run
+from moesim.figures.run import load_ratio_colorbar, require_loads, require_run
 from moesim.figures.style import (
     HEATMAP_CMAP,
     FigureSkipped,
@@ -87,12 +87,7 @@ def layer_expert_loads(data: ResultsData) -> Figure:
     for ax in axes[:, 0]:
         ax.set_ylabel("layer")
     hide_unused(axes, len(panels), xlabel="expert")
-    ticks = np.arange(-limit, limit + 1)
-    colorbar = fig.colorbar(mesh, ax=axes.ravel().tolist(), shrink=0.9, aspect=30, pad=0.02,
-                            extend="both")  # fmt: skip
-    colorbar.set_ticks(ticks)
-    colorbar.set_ticklabels([f"{2**t:g}×" if t >= 0 else f"1/{2**-t:g}×" for t in ticks])
-    colorbar.set_label("final-window load / fair share (log scale)")
+    load_ratio_colorbar(fig, axes, mesh, limit, "final-window load / fair share (log scale)")
     set_title(fig, data, "final-window load of every layer and expert", per_layer=True)
     return fig
 

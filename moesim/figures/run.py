@@ -89,13 +89,7 @@ def load_heatmap(data: ResultsData) -> Figure:
     for ax in axes[:, 0]:
         ax.set_ylabel("expert rank\n(by final-window load)")
     hide_unused(axes, len(panels), xlabel="step")
-    ticks = np.arange(-limit, limit + 1)
-    colorbar = fig.colorbar(
-        mesh, ax=axes.ravel().tolist(), shrink=0.9, aspect=30, pad=0.02, extend="both"
-    )
-    colorbar.set_ticks(ticks)
-    colorbar.set_ticklabels([_power_of_two_label(t) for t in ticks])
-    colorbar.set_label("load / fair share (log scale)")
+    load_ratio_colorbar(fig, axes, mesh, limit, "load / fair share (log scale)")
     set_title(fig, data, "expert load over time")
     return fig
 
@@ -121,6 +115,18 @@ def _heatmap_panels(data: ResultsData) -> list[tuple[dict, np.ndarray, np.ndarra
     if not panels:
         raise FigureSkipped("no per-expert loads recorded")
     return panels
+
+
+def load_ratio_colorbar(fig, axes, mesh, limit: float, label: str) -> None:
+    """The colour bar of a heatmap of log2(load / fair share) clipped to ``[-limit, limit]``:
+    one tick per power of two, labelled as a ratio (``1/2×``, ``1×``, ``2×``)."""
+    ticks = np.arange(-limit, limit + 1)
+    colorbar = fig.colorbar(
+        mesh, ax=axes.ravel().tolist(), shrink=0.9, aspect=30, pad=0.02, extend="both"
+    )
+    colorbar.set_ticks(ticks)
+    colorbar.set_ticklabels([_power_of_two_label(t) for t in ticks])
+    colorbar.set_label(label)
 
 
 def _power_of_two_label(exponent: float) -> str:
