@@ -17,7 +17,13 @@ import yaml
 from moesim.errors import Problem, ScenarioError
 from moesim.scenario.checks import validate
 from moesim.scenario.schema import Scenario
-from moesim.scenario.source import RefusedYAMLError, Source, load_yaml_value, read_yaml
+from moesim.scenario.source import (
+    RefusedYAMLError,
+    Source,
+    has_path,
+    load_yaml_value,
+    read_yaml,
+)
 
 # ----------------------------------------------------------------------------------------------
 # Overrides
@@ -67,14 +73,6 @@ def _apply_override(data: dict, path: tuple, value) -> None:
     node[path[-1]] = value
 
 
-def _has_path(data, path: tuple) -> bool:
-    for part in path:
-        if not isinstance(data, dict) or part not in data:
-            return False
-        data = data[part]
-    return True
-
-
 def _apply_overrides(data: dict, overrides) -> dict[tuple, str]:
     """Apply ``KEY=VALUE`` texts to ``data`` in place; key path -> text, to locate problems.
 
@@ -89,7 +87,7 @@ def _apply_overrides(data: dict, overrides) -> dict[tuple, str]:
         variants = data.get("variants")
         if path[0] not in ("name", "variants") and isinstance(variants, list):
             for index, variant in enumerate(variants):
-                if _has_path(variant, path):
+                if has_path(variant, path):
                     _apply_override(variant, path, copy.deepcopy(value))
                     texts[("variants", index, *path)] = text
     return texts

@@ -230,6 +230,15 @@ def load_yaml_value(text: str):
         loader.dispose()
 
 
+def has_path(data, path: tuple) -> bool:
+    """Whether nested mappings ``data`` hold the key path ``path`` (every part a key)."""
+    for part in path:
+        if not isinstance(data, dict) or part not in data:
+            return False
+        data = data[part]
+    return True
+
+
 def format_path(path: tuple) -> str:
     """``("variants", 2, "router", "top_k")`` -> ``variants[2].router.top_k``."""
     text = ""

@@ -16,6 +16,7 @@ from moesim.scenario.layers import (
     selected_layers,
 )
 from moesim.scenario.schema import Scenario
+from moesim.scenario.source import has_path
 
 
 def check_by_layer(scenario: Scenario, report, validation_problems, check_layer) -> None:
@@ -101,14 +102,6 @@ def _check_layer_settings(scenario: Scenario, report, validation_problems, check
         report.problems.extend(p for p in problems if p not in report.problems)
 
 
-def _has_key(node, path: tuple) -> bool:
-    for part in path:
-        if not isinstance(node, dict) or part not in node:
-            return False
-        node = node[part]
-    return True
-
-
 class _Located:
     """A ``Source`` that reports a layer's problem at the ``by_layer`` entry that set the key."""
 
@@ -119,7 +112,7 @@ class _Located:
 
     def _prefix(self, path: tuple) -> tuple:
         for index in reversed(self.chosen):
-            if _has_key(self.scenario.by_layer[index].overrides(), path):
+            if has_path(self.scenario.by_layer[index].overrides(), path):
                 return ("by_layer", index)
         return ("by_layer", self.chosen[0])
 
