@@ -66,7 +66,9 @@ class RebalanceSchedule:
     """The running window of one caller that sees a step at a time (the engine).
 
     ``observe(loads)`` after each step; when ``due(step)`` (``step`` the 0-based index of the
-    step just observed), make a plan from ``window_loads()``.
+    step just observed), make a plan from ``window_loads()``. With ``n_steps``, the run's
+    length, no plan is due after its last step (it would serve none), as in
+    :func:`rebalance_points`.
     """
 
     def __init__(
@@ -76,11 +78,13 @@ class RebalanceSchedule:
         window: int = VLLM_WINDOW,
         interval: int = VLLM_INTERVAL,
         first_after: int | None = None,
+        n_steps: int | None = None,
     ):
         if window < 1 or interval < 1:
             raise ValueError(f"window {window} and interval {interval} must be >= 1")
         self.window, self.interval = window, interval
         self.first_after = interval if first_after is None else first_after
+        self.n_steps = n_steps
         self._ring = np.zeros((window, n_layers, n_experts), dtype=np.int64)
         self._total = np.zeros((n_layers, n_experts), dtype=np.int64)
         self.observed = 0
@@ -95,6 +99,8 @@ class RebalanceSchedule:
     def due(self, step: int) -> bool:
         """Whether a new plan is made after step ``step`` (0-based)."""
         done = step + 1
+        if self.n_steps is not None and done >= self.n_steps:
+            return False
         return done >= self.first_after and (done - self.first_after) % self.interval == 0
 
     def window_loads(self) -> np.ndarray:

@@ -126,8 +126,8 @@ class DeploymentTracker:
             window,
             config.rebalance_interval or scenario.steps + 1,
             first_after=window,
+            n_steps=scenario.steps,
         )
-        self.steps = scenario.steps
         self.step_demand = np.zeros((n_layers, self.n_experts), dtype=np.int64)
         self.rebalances = 0
         self.experts_moved = np.zeros(n_layers, dtype=np.int64)  # per layer, over the run
@@ -205,8 +205,7 @@ class DeploymentTracker:
         self.metrics.close_step(step)
         if self.config.placement == "eplb":
             self.schedule.observe(self.step_demand)
-            # A plan due after the last step would serve no step: not made, not counted.
-            if self.schedule.due(step) and step + 1 < self.steps:
+            if self.schedule.due(step):
                 self._rebalance(self.schedule.window_loads())
 
     def _plan(self, weight) -> Placement:
